@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (end-to-end demo pipeline) and `make test` (test suite).
+# Both create/refresh the virtual environment in $(VENV) first.
+# TORCH_SPEC pins the CPU wheel on CPU machines; override on a CUDA box, e.g.
+#   make test TORCH_SPEC="torch"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medseg-installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,jpeg,distributed]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/medseg demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check medseg tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,85 @@
+"""``medseg`` entry point: discovers sub-commands and turns errors into one-line messages.
+
+Each module in :mod:`medseg.cli` that defines ``register(subparsers)`` adds one
+sub-command and sets ``func`` (taking the parsed ``argparse.Namespace``, returning an exit
+code) on its parser. Exit codes are documented in :mod:`medseg.core.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import medseg
+from medseg.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, MedsegError
+
+# Order in `medseg --help`; modules not listed here follow alphabetically.
+PREFERRED_ORDER = [
+    "demo", "run", "info", "convert", "plan", "preprocess", "train", "predict", "evaluate",
+]
+
+
+def _command_modules() -> list[str]:
+    import medseg.cli as pkg
+
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    names = [n for n in names if n != "main"]
+    return sorted(names, key=lambda n: (PREFERRED_ORDER.index(n) if n in PREFERRED_ORDER
+                                        else len(PREFERRED_ORDER), n))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every discovered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="medseg", description="Medical image segmentation pipeline."
+    )
+    parser.add_argument("--version", action="version", version=f"medseg {medseg.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _command_modules():
+        module = importlib.import_module(f"medseg.cli.{name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except MedsegError as exc:
+        if args.debug:
+            raise
+        print(f"medseg: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medseg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit codes
+        if args.debug:
+            raise
+        print(
+            f"medseg: internal error: {type(exc).__name__}: {exc} (re-run with --debug for "
+            "the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
