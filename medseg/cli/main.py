@@ -12,6 +12,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
 
 import medseg
@@ -49,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Keep nibabel's and pydicom's own log lines and warnings off stderr.
+
+    They describe header problems that medseg reports itself, as one line (with the file
+    name); ``--verbose`` shows them again.
+    """
+    for name in ("nibabel", "pydicom"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"(nibabel|pydicom)(\.|$)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
@@ -57,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
     )
+    if not args.verbose:
+        quiet_libraries()
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_OK

@@ -17,14 +17,14 @@ from typing import Any
 from medseg.core.errors import OutputError
 
 
-
-
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
+def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; it is renamed to ``target`` only on success.
 
     The temporary name keeps the target's suffixes (``.nii.gz``), so format detection by
-    extension keeps working for writers that look at the file name.
+    extension keeps working for writers that look at the file name. ``durable=False``
+    skips the fsync (still atomic if the process dies; the caller must make the data
+    durable itself, e.g. one ``os.sync()`` before a completion marker, as the cache does).
     """
     target = Path(target)
     parent = target.parent
@@ -37,8 +37,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     finally:
         if tmp.exists():

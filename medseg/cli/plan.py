@@ -1,0 +1,48 @@
+"""``medseg plan DATASET --out RUN_DIR``: validate, fingerprint and plan a dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medseg.core.errors import EXIT_OK
+from medseg.data import describe_pairs, load_dataset
+from medseg.preprocess import plan_run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="validate a dataset and write its fingerprint and plan.json",
+        description="Discover and validate a dataset (Decathlon, images/ + labels/ folders, "
+                    "or DICOM studies with a mask series), then write dataset.json, "
+                    "fingerprint.json and an editable plan.json into RUN_DIR.",
+    )
+    parser.add_argument("dataset", type=Path, help="dataset folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail if any case is invalid (all problems are listed) "
+                             "instead of excluding the invalid cases")
+    parser.add_argument("--mask-pattern", default="MaskTumor",
+                        help="DICOM: SeriesDescription pattern of mask series")
+    parser.add_argument("--channels", nargs="+", metavar="DESCRIPTION",
+                        help="DICOM: series descriptions to use as channels, in order")
+    parser.add_argument("--memory-gb", type=float, default=8.0,
+                        help="GPU memory budget for patch/batch size (default 8)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset, mask_pattern=args.mask_pattern, channels=args.channels)
+    for line in describe_pairs(dataset) if any(c.label_series for c in dataset.cases) else []:
+        print(f"pair {line}")
+    plan, report = plan_run(dataset, args.out, strict=args.strict,
+                            memory_budget_gb=args.memory_gb)
+    print(report.summary())
+    print(f"plan for {plan.dataset_name}: target spacing {list(plan.target_spacing)} mm, "
+          f"normalization {[n['scheme'] for n in plan.normalization]}")
+    for name, config in plan.configurations.items():
+        print(f"  {name}: patch {list(config.patch_size)}, batch {config.batch_size}, "
+              f"{len(config.strides)} levels, filters {list(config.filters)}")
+    print(f"wrote {args.out / 'plan.json'} (edit it before `medseg preprocess` if needed)")
+    return EXIT_OK

@@ -1,0 +1,98 @@
+"""``medseg predict -m MODEL -i INPUT [INPUT ...] -o OUT_DIR``: batch segmentation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from medseg.core.errors import EXIT_OK, EXIT_PARTIAL
+from medseg.inference.batch import (
+    FORMATS,
+    BatchOptions,
+    check_outputs,
+    predict_batch,
+    summary_table,
+    totals_line,
+)
+from medseg.inference.distributed import ModelSpec, predict_on_cluster
+from medseg.inference.jobs import discover_jobs
+from medseg.inference.predictor import InferenceSettings, Predictor
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment images with a trained model (NIfTI or DICOM-SEG output)",
+        description=(
+            "Predict label maps on each input's own grid (same shape and affine). INPUT is "
+            "an image file, a folder of image files, a DICOM series folder or a study folder "
+            "(every series matching the model's channel, or those chosen with --series). "
+            "Outputs are named after the inputs; existing ones are skipped unless "
+            "--overwrite. Exit code 3 when some cases failed (they are listed)."
+        ),
+    )
+    parser.add_argument("-m", "--model", type=Path, required=True,
+                        help="run folder (all trained folds are ensembled), configuration or "
+                             "fold folder, or one checkpoint file")
+    parser.add_argument("-i", "--input", type=Path, nargs="+", required=True, metavar="INPUT",
+                        help="image files, folders of images, DICOM series or study folders")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR",
+                        help="output folder (created)")
+    parser.add_argument("--format", choices=FORMATS, default="nifti",
+                        help="label maps as NIfTI (default) or DICOM-SEG (DICOM inputs)")
+    parser.add_argument("--folds", nargs="+", metavar="FOLD",
+                        help="folds of the run folder to ensemble (default: all trained)")
+    parser.add_argument("--config", help="trained configuration to use (default: 3d, else 2d)")
+    parser.add_argument("--series", metavar="UID|DESCRIPTION",
+                        help="DICOM series to predict in study folders")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--tta", action="store_true", help="test-time mirroring (slower)")
+    parser.add_argument("--overlap", type=float, default=0.5,
+                        help="sliding-window overlap in [0, 1) (default 0.5)")
+    parser.add_argument("--batch-size", type=int,
+                        help="windows per forward pass (default: 2 for 3D, the plan's for 2D)")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="full float32 (default: mixed precision where supported)")
+    parser.add_argument("--largest-component", action="store_true",
+                        help="keep only the largest connected component of each label")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write <case>_probabilities.npz (float16, source grid)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, metavar="N",
+                         help="predict on a local Dask cluster of N worker processes "
+                              "(needs medseg[distributed])")
+    cluster.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                         help="predict on a running Dask cluster (workers must see the "
+                              "model, inputs and output folder at the same paths)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = InferenceSettings(
+        overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, amp=not args.no_amp,
+        largest_component=args.largest_component,
+    )
+    predictor = Predictor.load(args.model, args.folds, args.config, args.device, settings)
+    jobs = discover_jobs(args.input, list(predictor.plan.channels.values()), args.series)
+    options = BatchOptions(args.format, args.overwrite, args.save_probabilities,
+                           progress=not args.no_progress)
+    check_outputs(jobs, args.output, options)  # refuse bad outputs before any other output
+    print(f"model: {predictor.describe()}; {len(jobs)} case(s)", file=sys.stderr)
+    start = time.perf_counter()
+    if args.workers is not None or args.scheduler is not None:
+        spec = ModelSpec(args.model, tuple(args.folds) if args.folds else None, args.config,
+                         args.device, settings)
+        results = predict_on_cluster(spec, jobs, args.output, options, args.scheduler,
+                                     args.workers)
+    else:
+        results = predict_batch(predictor, jobs, args.output, options)
+    print(summary_table(results, predictor.label_names))
+    print(totals_line(results, time.perf_counter() - start))
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        print(f"medseg: case {r.name} failed: {r.error}", file=sys.stderr)
+    return EXIT_PARTIAL if failed else EXIT_OK

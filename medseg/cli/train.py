@@ -1,0 +1,71 @@
+"""``medseg train RUN_DIR``: train a 2D or 3D U-Net on one fold of a preprocessed run."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from medseg.core.errors import EXIT_OK
+from medseg.train.api import TrainSettings, train_fold
+from medseg.train.distributed import distributed
+from medseg.train.optim import OptimSettings
+
+
+def _fold(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fold must be an integer or 'all', got {value!r}"
+                                         ) from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a network on one fold of a preprocessed run",
+        description="Train the plan's 2D or 3D configuration on a fold of RUN_DIR's "
+                    "preprocessed cache. Writes RUN_DIR/splits.json (once) and "
+                    "RUN_DIR/train/<config>/fold_<k>/ (checkpoints, metrics.csv, "
+                    "progress.png, tb/).",
+    )
+    parser.add_argument("run_dir", type=Path, help="run folder with plan.json and a cache")
+    parser.add_argument("--config", default="3d", help="plan configuration (3d or 2d)")
+    parser.add_argument("--fold", type=_fold, default=0, help="fold index, or 'all'")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None, help="number of epochs")
+    length.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-clock budget; the LR schedule is fitted to end with it")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from checkpoint_last.pt with its saved schedule")
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="initial learning rate (default 1e-2 SGD, 1e-3 AdamW)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=250)
+    parser.add_argument("--validate-every", type=int, default=5, help="epochs between "
+                        "validations (the last epoch is always validated)")
+    parser.add_argument("--workers", type=int, default=None, help="data loader processes")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = replace(
+        TrainSettings(), iterations_per_epoch=args.iterations_per_epoch,
+        validate_every=args.validate_every, num_workers=args.workers, seed=args.seed,
+        optim=OptimSettings(name=args.optimizer, lr=args.lr),
+    )
+    with distributed(args.device) as dist:  # one process, or a rank under torchrun
+        result = train_fold(args.run_dir, args.config, args.fold, epochs=args.epochs,
+                            max_minutes=args.max_minutes, device=args.device,
+                            resume=args.resume, settings=settings, dist=dist)
+    if not dist.is_main:
+        return EXIT_OK
+    dice = ", ".join(f"{k} {v:.4f}" for k, v in result.final_dice.items()) or "no validation"
+    print(f"trained {result.config} fold {result.fold}: {result.epochs} epochs in "
+          f"{result.seconds / 60:.1f} min; final validation Dice: {dice}; "
+          f"checkpoints in {result.fold_dir}")
+    return EXIT_OK

@@ -1,0 +1,25 @@
+"""Datasets: discovery (Decathlon, paired folders, DICOM studies), reading, validation."""
+
+from medseg.data.dataset import Case, Dataset
+from medseg.data.decathlon import load_decathlon
+from medseg.data.dicom_study import describe_pairs, load_dicom_study
+from medseg.data.listing import read_listing, write_listing
+from medseg.data.load import load_dataset
+from medseg.data.paired import load_paired_folders
+from medseg.data.reading import read_case
+from medseg.data.validate import ValidationReport, validate_dataset
+
+__all__ = [
+    "Case",
+    "Dataset",
+    "ValidationReport",
+    "describe_pairs",
+    "load_dataset",
+    "load_decathlon",
+    "load_dicom_study",
+    "load_paired_folders",
+    "read_case",
+    "read_listing",
+    "validate_dataset",
+    "write_listing",
+]

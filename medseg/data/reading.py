@@ -1,0 +1,51 @@
+"""Reading one case into Volumes: channels stacked, label kept integer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medseg.core import Volume
+from medseg.core.errors import GeometryError, ReadError
+from medseg.data.dataset import Case
+from medseg.io import read_volume
+
+
+def read_case(case: Case, *, allow_nonfinite: bool = False) -> tuple[Volume, Volume | None]:
+    """Read a case: ``(image (C, I, J, K), label (1, I, J, K) or None)``.
+
+    A DICOM mask series (``case.label_series``) is binarised: non-zero voxels are label 1.
+    Channels must lie on one grid; the image keeps the first channel's geometry and its
+    dtype is the common dtype of the channels. Raises ReadError/GeometryError naming the file.
+    """
+    series = case.image_series or (None,) * len(case.images)
+    channels = [
+        read_volume(path, uid, allow_nonfinite=allow_nonfinite)
+        for path, uid in zip(case.images, series, strict=True)
+    ]
+    image = stack_channels(channels, case.case_id)
+    label = None
+    if case.label is not None:
+        label = read_volume(case.label, case.label_series, allow_nonfinite=True)
+        # A DICOM mask series marks the structure by any non-zero value: label 1.
+        array = (label.array != 0).astype(np.uint8) if case.label_series else label.array
+        label = Volume(array, label.affine, {**label.meta, "case": case.case_id})
+    return image, label
+
+
+def stack_channels(channels: list[Volume], case_id: str) -> Volume:
+    """Concatenate single- or multi-channel volumes of one grid along the channel axis."""
+    if not channels:
+        raise ReadError(f"case {case_id} has no image")
+    first = channels[0]
+    for other in channels[1:]:
+        if not first.same_grid(other):
+            raise GeometryError(
+                f"case {case_id}: channel {other.meta.get('source')} is not on the grid of "
+                f"{first.meta.get('source')} (shape {other.spatial_shape} vs {first.spatial_shape})"
+            )
+    if len(channels) == 1:
+        array = first.array
+    else:
+        dtype = np.result_type(*(c.dtype for c in channels))
+        array = np.concatenate([c.array.astype(dtype, copy=False) for c in channels])
+    return Volume(array, first.affine, {**first.meta, "case": case_id})

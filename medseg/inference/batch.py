@@ -1,0 +1,233 @@
+"""Batch prediction: many jobs through one loaded model.
+
+Reading + preprocessing of the next case runs in a background thread while the current
+case is predicted, and writing runs in another, so the network rarely waits for I/O. A
+failing case is recorded and the batch goes on; existing outputs are skipped unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from medseg.core import Volume
+from medseg.core.atomic import atomic_path
+from medseg.core.errors import MedsegError, OutputError
+from medseg.core.paths import ensure_outside_inputs
+from medseg.data import read_case
+from medseg.inference.jobs import Job
+from medseg.inference.predictor import Prediction, Predictor
+from medseg.io import write_volume
+from medseg.io.dicom_seg import write_dicom_seg
+from medseg.preprocess.case import PreprocessedCase
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("nifti", "dicom-seg")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Output format, overwrite policy and whether to save probabilities."""
+
+    format: str = "nifti"
+    overwrite: bool = False
+    save_probabilities: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Outcome of one job: ``ok``, ``skipped`` or ``failed`` (with the reason)."""
+
+    name: str
+    status: str
+    output: Path
+    shape: tuple[int, ...] = ()
+    seconds: float = 0.0
+    voxels: Mapping[int, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def output_path(job: Job, out_dir: Path, fmt: str) -> Path:
+    """Where a job's label map goes (a NIfTI input keeps its file name)."""
+    if fmt == "dicom-seg":
+        return out_dir / f"{job.name}.dcm"
+    return out_dir / (job.keep_file_name or f"{job.name}.nii.gz")
+
+
+def probabilities_path(job: Job, out_dir: Path) -> Path:
+    return out_dir / f"{job.name}_probabilities.npz"
+
+
+def check_outputs(jobs: Sequence[Job], out_dir: Path, options: BatchOptions) -> None:
+    """Refuse outputs that would overwrite an input, or DICOM-SEG for non-DICOM inputs."""
+    if options.format not in FORMATS:
+        raise OutputError(f"unknown output format {options.format!r} ({', '.join(FORMATS)})")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("output folder is a file", out_dir)
+    inputs = {p.resolve() for job in jobs for p in job.case.images}
+    ensure_outside_inputs(out_dir, inputs)  # DICOM folders are scanned recursively
+    for job in jobs:
+        if output_path(job, out_dir, options.format).resolve() in inputs:
+            raise OutputError(f"output would overwrite the input {job.case.images[0]}", out_dir)
+    if options.format == "dicom-seg":
+        not_dicom = [job.name for job in jobs if not job.is_dicom]
+        if not_dicom:
+            raise OutputError(f"--format dicom-seg needs DICOM inputs; not DICOM: "
+                              f"{', '.join(not_dicom[:5])}")
+
+
+def predict_batch(
+    predictor: Predictor, jobs: Sequence[Job], out_dir: str | Path, options: BatchOptions
+) -> list[CaseResult]:
+    """Predict every job into ``out_dir``; returns one result per job, in job order."""
+    out_dir = Path(out_dir)
+    check_outputs(jobs, out_dir, options)
+    results: dict[str, CaseResult] = {}
+    todo = []
+    for job in jobs:
+        target = output_path(job, out_dir, options.format)
+        if target.exists() and not options.overwrite:
+            results[job.name] = CaseResult(job.name, "skipped", target)
+        else:
+            todo.append(job)
+    if results:
+        log.info("skipping %d case(s) with existing outputs (use --overwrite)", len(results))
+    for result in _run(predictor, todo, out_dir, options):
+        results[result.name] = result
+    return [results[job.name] for job in jobs]
+
+
+def _run(
+    predictor: Predictor, jobs: Sequence[Job], out_dir: Path, options: BatchOptions
+) -> list[CaseResult]:
+    results = []
+    with ThreadPoolExecutor(1, "medseg-read") as reader, \
+            ThreadPoolExecutor(1, "medseg-write") as writer:
+        loading = reader.submit(_load, predictor, jobs[0]) if jobs else None
+        writing: Future[CaseResult] | None = None
+        for i, job in enumerate(tqdm(jobs, desc="predict", unit="case",
+                                     disable=not options.progress)):
+            assert loading is not None
+            current = loading
+            loading = reader.submit(_load, predictor, jobs[i + 1]) if i + 1 < len(jobs) else None
+            target = output_path(job, out_dir, options.format)
+            try:
+                volume, pre, read_s = current.result()
+                del current  # the future must not keep the preprocessed arrays alive
+                start = time.perf_counter()
+                prediction = predictor.predict(volume, pre, options.save_probabilities)
+                del pre
+                predict_s = time.perf_counter() - start
+            except Exception as exc:  # one bad case must not stop the batch
+                results.append(_failed(job, target, exc))
+                continue
+            if writing is not None:
+                results.append(writing.result())
+            writing = writer.submit(_write, predictor, job, prediction, out_dir, options,
+                                    read_s + predict_s)
+        if writing is not None:
+            results.append(writing.result())
+    return results
+
+
+def predict_one(
+    predictor: Predictor, job: Job, out_dir: Path, options: BatchOptions
+) -> CaseResult:
+    """Read, predict and write one job in the calling thread (the unit of work of
+    distributed prediction); a failure comes back as a ``failed`` result."""
+    target = output_path(job, out_dir, options.format)
+    try:
+        volume, pre, read_s = _load(predictor, job)
+        start = time.perf_counter()
+        prediction = predictor.predict(volume, pre, options.save_probabilities)
+    except Exception as exc:  # reported per case
+        return _failed(job, target, exc)
+    del pre
+    return _write(predictor, job, prediction, out_dir, options,
+                  read_s + time.perf_counter() - start)
+
+
+def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, float]:
+    start = time.perf_counter()
+    volume, _ = read_case(job.case)
+    return volume, predictor.preprocess(volume), time.perf_counter() - start
+
+
+def _write(
+    predictor: Predictor, job: Job, prediction: Prediction, out_dir: Path,
+    options: BatchOptions, elapsed: float,
+) -> CaseResult:
+    target = output_path(job, out_dir, options.format)
+    start = time.perf_counter()
+    labels = prediction.labels
+    try:
+        if options.format == "dicom-seg":
+            write_dicom_seg(labels, target, predictor.label_names)
+        else:
+            write_volume(labels, target)
+        if options.save_probabilities and prediction.probabilities is not None:
+            write_probabilities(probabilities_path(job, out_dir), prediction.probabilities,
+                                labels.affine, predictor.plan.label_values)
+    except Exception as exc:  # reported per case
+        return _failed(job, target, exc)
+    values, counts = np.unique(labels.array, return_counts=True)
+    return CaseResult(job.name, "ok", target, labels.spatial_shape,
+                      elapsed + time.perf_counter() - start,
+                      {int(v): int(c) for v, c in zip(values, counts, strict=True)})
+
+
+def write_probabilities(
+    path: Path, probabilities: np.ndarray, affine: np.ndarray, label_values: Sequence[int]
+) -> None:
+    """Atomically save ``(K, I, J, K)`` float16 probabilities with affine and label values."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, probabilities=probabilities.astype(np.float16),
+                            affine=affine, label_values=np.asarray(label_values))
+
+
+def _failed(job: Job, target: Path, exc: Exception) -> CaseResult:
+    reason = str(exc) if isinstance(exc, MedsegError) else f"{type(exc).__name__}: {exc}"
+    log.debug("case %s failed", job.name, exc_info=exc)
+    return CaseResult(job.name, "failed", target, error=reason)
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def summary_table(results: Sequence[CaseResult], label_names: Mapping[int, str]) -> str:
+    """Plain-text table: case, status, shape, seconds and voxels per foreground label."""
+    foreground = [v for v in sorted(label_names) if v != 0]
+    header = ["case", "status", "shape", "time (s)", *(label_names[v] for v in foreground)]
+    rows = [header]
+    for r in results:
+        shape = "x".join(str(s) for s in r.shape) if r.shape else "-"
+        seconds = f"{r.seconds:.2f}" if r.status == "ok" else "-"
+        counts = [str(r.voxels.get(v, 0)) if r.status == "ok" else "-" for v in foreground]
+        rows.append([r.name, r.status, shape, seconds, *counts])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def totals_line(results: Sequence[CaseResult], wall_seconds: float) -> str:
+    """One line: counts per status and throughput."""
+    done = sum(r.status == "ok" for r in results)
+    failed = [r.name for r in results if r.status == "failed"]
+    skipped = sum(r.status == "skipped" for r in results)
+    rate = done / wall_seconds if wall_seconds > 0 else float("nan")
+    line = (f"{done} predicted, {skipped} skipped, {len(failed)} failed in "
+            f"{wall_seconds:.1f} s ({rate:.2f} cases/s)")
+    return line + (f"; failed: {', '.join(failed)}" if failed else "")
+

@@ -1,0 +1,207 @@
+"""Batch prediction on a Dask cluster: one task per case, one loaded model per worker.
+
+``medseg predict ... --workers N`` starts a local cluster of N worker processes;
+``--scheduler tcp://HOST:PORT`` uses a running one (``dask scheduler`` + ``dask worker``,
+dask-jobqueue on SLURM/PBS, dask-cuda, ...). Workers must see the model, the inputs and
+the output folder at the same paths as the client (a shared file system); paths are
+made absolute before they are sent.
+
+Each worker process loads the model the first time it gets a case and keeps it
+(:func:`worker_predictor`, keyed by :class:`ModelSpec`). A task reads, predicts and
+writes its case atomically into the output folder and returns a small
+:class:`~medseg.inference.batch.CaseResult`; a case that fails (bad input, or a worker
+lost mid-case) is retried once on any worker, then reported as ``failed`` while the
+others go on. Dask is an optional dependency (``pip install 'medseg[distributed]'``)
+imported only here, when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tqdm import tqdm
+
+from medseg.core.errors import ConfigError, InputError, MedsegError
+from medseg.inference.batch import (
+    BatchOptions,
+    CaseResult,
+    check_outputs,
+    output_path,
+    predict_one,
+)
+from medseg.inference.jobs import Job
+from medseg.inference.predictor import InferenceSettings, Predictor
+
+log = logging.getLogger(__name__)
+
+#: Attempts beyond the first for a failing case (then it is reported).
+RETRIES = 1
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker needs to load the predictor (picklable and hashable: the cache key)."""
+
+    model: Path
+    folds: tuple[str, ...] | None = None
+    config: str | None = None
+    device: str = "cpu"
+    settings: InferenceSettings = field(default_factory=InferenceSettings)
+
+    def load(self) -> Predictor:
+        return Predictor.load(self.model, self.folds, self.config, self.device, self.settings)
+
+
+class CaseFailed(MedsegError):
+    """A case failed on a worker (raised there so that Dask retries it)."""
+
+
+# --- worker side -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_predictor(spec: ModelSpec) -> Predictor:
+    return spec.load()
+
+
+def worker_predictor(spec: ModelSpec) -> Predictor:
+    """This process's predictor for ``spec``, loaded on first use and kept."""
+    with _LOAD_LOCK:  # worker threads share one copy
+        return _cached_predictor(spec)
+
+
+def models_loaded() -> int:
+    """How many times this process loaded a model (1 per worker when reuse works)."""
+    return _cached_predictor.cache_info().misses
+
+
+def predict_task(spec: ModelSpec, job: Job, out_dir: Path, options: BatchOptions
+                 ) -> CaseResult:
+    """Worker task: predict and write one case; raises :class:`CaseFailed` on failure."""
+    result = predict_one(worker_predictor(spec), job, out_dir, options)
+    if result.status == "failed":
+        raise CaseFailed(result.error or "failed")
+    return result
+
+
+# --- client side -----------------------------------------------------------------------------
+
+
+def import_distributed() -> ModuleType:
+    """``dask.distributed``, or an InputError saying how to install it."""
+    try:
+        import dask.distributed
+    except ImportError:
+        raise InputError("--workers/--scheduler need Dask: pip install 'medseg[distributed]'"
+                         ) from None
+    return dask.distributed
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers``
+    single-threaded processes (closed on exit)."""
+    dd = import_distributed()
+    if (scheduler is None) == (workers is None):
+        raise ConfigError("give either a scheduler address or a number of workers")
+    if scheduler is not None:
+        try:
+            client = dd.Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"cannot connect to the Dask scheduler {scheduler}: {exc}"
+                             ) from None
+        with client:
+            yield client
+        return
+    if workers is None or workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    with dd.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=dashboard) as cluster, dd.Client(cluster) as client:
+        if dashboard:
+            log.info("Dask dashboard: %s", client.dashboard_link)
+        yield client
+
+
+def absolute(job: Job) -> Job:
+    """``job`` with absolute input paths (workers may run elsewhere)."""
+    case = replace(job.case, images=tuple(Path(p).resolve() for p in job.case.images))
+    return replace(job, case=case)
+
+
+def predict_batch_distributed(
+    spec: ModelSpec, jobs: Sequence[Job], out_dir: str | Path, options: BatchOptions,
+    client: Any,
+) -> list[CaseResult]:
+    """Predict every job on ``client``'s cluster; one result per job, in job order.
+
+    Like :func:`medseg.inference.batch.predict_batch`: existing outputs are skipped
+    unless ``options.overwrite``, and failed cases are reported, not raised.
+    """
+    out_dir = Path(out_dir).resolve()
+    check_outputs(jobs, out_dir, options)
+    spec = replace(spec, model=Path(spec.model).resolve())
+    results: dict[str, CaseResult] = {}
+    todo = []
+    for job in jobs:
+        target = output_path(job, out_dir, options.format)
+        if target.exists() and not options.overwrite:
+            results[job.name] = CaseResult(job.name, "skipped", target)
+        else:
+            todo.append(job)
+    if results:
+        log.info("skipping %d case(s) with existing outputs (use --overwrite)", len(results))
+    for result in _gather(spec, todo, out_dir, options, client):
+        results[result.name] = result
+    return [results[job.name] for job in jobs]
+
+
+def predict_on_cluster(
+    spec: ModelSpec, jobs: Sequence[Job], out_dir: str | Path, options: BatchOptions,
+    scheduler: str | None = None, workers: int | None = None,
+) -> list[CaseResult]:
+    """:func:`predict_batch_distributed` on a scheduler, or on a local cluster of
+    ``workers`` processes started (and stopped) for this batch."""
+    with dask_client(scheduler, workers) as client:
+        return predict_batch_distributed(spec, jobs, out_dir, options, client)
+
+
+def _gather(spec: ModelSpec, jobs: Sequence[Job], out_dir: Path, options: BatchOptions,
+            client: Any) -> Iterator[CaseResult]:
+    dd = import_distributed()
+    token = f"{time.time_ns():x}"
+    futures = {
+        client.submit(predict_task, spec, absolute(job), out_dir, options, retries=RETRIES,
+                      pure=False, key=f"medseg-predict-{job.name}-{token}"): job
+        for job in jobs
+    }
+    try:
+        for future in tqdm(dd.as_completed(futures), total=len(futures), desc="predict",
+                           unit="case", disable=not options.progress):
+            yield _outcome(future, futures[future], out_dir, options)
+    finally:
+        client.cancel(list(futures))
+
+
+def _outcome(future: Any, job: Job, out_dir: Path, options: BatchOptions) -> CaseResult:
+    """A finished task's result, or a ``failed`` result naming why."""
+    if future.status == "finished":
+        return future.result()
+    try:
+        exc = future.exception()
+    except Exception as err:  # cancelled or lost
+        exc = err
+    reason = str(exc) if isinstance(exc, MedsegError) else f"{type(exc).__name__}: {exc}"
+    return CaseResult(job.name, "failed", output_path(job, out_dir, options.format),
+                      error=reason)

@@ -1,0 +1,267 @@
+"""The pipeline file: YAML loaded into frozen, typed, validated configuration objects.
+
+A pipeline file has one mapping per section (``dataset``, ``plan``, ``preprocess``,
+``train``, ``predict``, ``evaluate``, ``run``). Paths in the file are resolved relative to
+the file's folder; ``--set section.key=value`` overrides (value parsed as YAML) are applied
+before validation, their paths resolved relative to the current directory. Every problem
+raises :class:`~medseg.core.errors.ConfigError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+import medseg
+from medseg.core.errors import ConfigError
+from medseg.pipeline.schema import (
+    Source,
+    build,
+    doc,
+    in_range,
+    positive,
+    reference_rows,
+    suggest,
+    to_plain,
+)
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the cases are and which of them are held out for evaluation."""
+
+    path: Path = field(metadata=doc(
+        "Dataset root: a Decathlon folder (dataset.json, imagesTr/, labelsTr/) or a folder "
+        "of DICOM studies whose image series are paired with a mask series.", exists=True))
+    mask_series: str = field(default="MaskTumor", metadata=doc(
+        "DICOM studies only: regular expression (case-insensitive; spaces, '_' and '-' "
+        "ignored) matching the SeriesDescription of the mask series."))
+    channels: tuple[str, ...] | None = field(default=None, metadata=doc(
+        "DICOM studies only: SeriesDescriptions of the image series to use as channels, in "
+        "order (null: every description found next to each mask, sorted)."))
+    strict: bool = field(default=False, metadata=doc(
+        "Stop at the first invalid case instead of excluding it with a reason."))
+    holdout_fraction: float = field(default=0.2, metadata=doc(
+        "Fraction of the valid labelled cases held out from training for the evaluation "
+        "stage (0 = none: nothing to evaluate).", check=in_range(0, 1, hi_open=True)))
+    holdout_seed: int = field(default=0, metadata=doc(
+        "Seed of the fixed, reproducible hold-out draw."))
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """Automatic planning (fingerprint → plan.json) or a hand-edited plan."""
+
+    file: Path | None = field(default=None, metadata=doc(
+        "Use this plan.json (e.g. an edited copy of a run's plan) instead of planning "
+        "automatically.", exists=True))
+    memory_budget_gb: float = field(default=8.0, metadata=doc(
+        "Memory budget used to choose patch and batch size.", check=positive))
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Per-case preprocessing into the on-disk cache."""
+
+    workers: int = field(default=2, metadata=doc(
+        "Worker processes.", hashed=False, check=positive))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of one or more folds of one configuration."""
+
+    configuration: Literal["3d", "2d"] = field(default="3d", metadata=doc(
+        "Plan configuration to train."))
+    folds: tuple[int | Literal["all"], ...] = field(default=(0,), metadata=doc(
+        "Folds to train: cross-validation fold indices, or 'all' (every training case)."))
+    num_folds: int = field(default=5, metadata=doc(
+        "Number of cross-validation folds in splits.json.", check=in_range(2, 100)))
+    epochs: int | None = field(default=None, metadata=doc(
+        "Number of epochs (null: set by max_minutes).", check=positive))
+    max_minutes: float | None = field(default=None, metadata=doc(
+        "Wall-clock budget per fold; the LR schedule is fitted to it. Give epochs or "
+        "max_minutes, not both (neither: 1000 epochs).", check=positive))
+    iterations_per_epoch: int = field(default=250, metadata=doc(
+        "Training iterations (batches) per epoch.", check=positive))
+    validate_every: int = field(default=5, metadata=doc(
+        "Validate on the fold's validation cases every this many epochs.", check=positive))
+    device: Device = field(default="auto", metadata=doc("Training device.", hashed=False))
+    seed: int = field(default=0, metadata=doc(
+        "Random seed (splits, sampling, initialisation)."))
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Prediction of the held-out cases (and any extra inputs)."""
+
+    inputs: tuple[Path, ...] = field(default=(), metadata=doc(
+        "Extra inputs to predict (files, folders, DICOM series or studies); their outputs "
+        "go to predictions/extra/.", exists=True))
+    format: Literal["nifti", "dicom-seg"] = field(default="nifti", metadata=doc(
+        "Output format of predict.inputs. With dicom-seg, held-out DICOM cases also get a "
+        "DICOM-SEG in predictions/dicom_seg/ (their NIfTI, for evaluation, is always written)."
+        ))
+    tta: bool = field(default=False, metadata=doc("Test-time mirroring."))
+    overlap: float = field(default=0.5, metadata=doc(
+        "Sliding-window overlap.", check=in_range(0, 1, hi_open=True)))
+    device: Device = field(default="auto", metadata=doc("Prediction device.", hashed=False))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluation of the held-out predictions against their labels."""
+
+    nsd_tolerance_mm: float = field(default=1.0, metadata=doc(
+        "Tolerance of the normalized surface Dice, in mm.", check=positive))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The run folder."""
+
+    workdir: Path | None = field(default=None, metadata=doc(
+        "Run folder (null: runs/<pipeline name> under the current directory); --workdir "
+        "on the command line wins.", hashed=False))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole pipeline file."""
+
+    name: str = field(metadata=doc("Pipeline name (names the default run folder)."))
+    dataset: DatasetConfig = field(metadata=doc("Dataset section."))
+    plan: PlanConfig = field(default_factory=PlanConfig, metadata=doc("Plan section."))
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig,
+                                         metadata=doc("Preprocess section."))
+    train: TrainConfig = field(default_factory=TrainConfig, metadata=doc("Train section."))
+    predict: PredictConfig = field(default_factory=PredictConfig,
+                                   metadata=doc("Predict section."))
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig,
+                                     metadata=doc("Evaluate section."))
+    run: RunConfig = field(default_factory=RunConfig, metadata=doc("Run section."))
+    medseg_version: str | None = field(default=None, metadata=doc(
+        "Written into config.resolved.yaml (informational).", hashed=False))
+
+
+SECTIONS = ("dataset", "plan", "preprocess", "train", "predict", "evaluate", "run")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (ConfigError when missing or malformed)."""
+    if not path.is_file():
+        raise ConfigError("pipeline file not found", path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}".replace("\n", " "), path) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping of sections at the top level", path)
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'train.max_minutes=2'`` → (['train', 'max_minutes'], 2.0); the value is YAML."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        return parts, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML: {value!r}") from exc
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> tuple[dict, set[str]]:
+    """``raw`` with the ``--set`` overrides applied, and the dotted keys they set."""
+    merged = _deep_copy(raw)
+    keys: set[str] = set()
+    valid = _valid_keys()
+    for text in overrides:
+        parts, value = parse_override(text)
+        dotted = ".".join(parts)
+        if dotted not in valid and not any(v.startswith(dotted + ".") for v in valid):
+            raise ConfigError(f"--set: unknown key '{dotted}'{suggest(dotted, sorted(valid))}")
+        node = merged
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set: '{dotted}' goes inside a non-mapping value")
+        node[parts[-1]] = value
+        keys.add(dotted)
+    return merged, keys
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Load, override and validate a pipeline file."""
+    raw, overridden = apply_overrides(read_yaml(Path(path)), overrides)
+    file_source = Source(str(path), Path(path).resolve().parent)
+    cli_source = Source("--set", Path.cwd())
+
+    def source_of(dotted: str) -> Source:
+        hit = any(dotted == k or dotted.startswith(k + ".") for k in overridden)
+        return cli_source if hit else file_source
+
+    config = build(PipelineConfig, raw, "", source_of)
+    check_combinations(config, source_of)
+    return config
+
+
+def check_combinations(config: PipelineConfig, source_of: Callable[[str], Source]) -> None:
+    """Checks that involve more than one key."""
+    if config.train.epochs is not None and config.train.max_minutes is not None:
+        raise ConfigError("'train.epochs' and 'train.max_minutes': give one of them, not both "
+                          "(set the other to null)", source_of("train.max_minutes").name)
+
+
+def to_yaml(config: PipelineConfig) -> str:
+    """The resolved configuration as YAML, stamped with the medseg version."""
+    plain = to_plain(dataclasses.replace(config, medseg_version=medseg.__version__))
+    header = "# Resolved pipeline configuration (absolute paths, every default filled in).\n"
+    return header + yaml.safe_dump(plain, sort_keys=False)
+
+
+def section_hash_input(config: PipelineConfig, section: str) -> Any:
+    """The plain values of ``section`` that affect results (stage hashing)."""
+    return to_plain(getattr(config, section), hashed_only=True)
+
+
+def reference_markdown() -> str:
+    """docs/pipeline-reference.md, generated from the dataclasses above."""
+    lines = [
+        "# Pipeline file reference",
+        "",
+        "<!-- Generated by `python -m medseg.pipeline.reference`; do not edit by hand. -->",
+        "",
+        "A pipeline file is YAML with one mapping per section. Relative paths are resolved",
+        "against the folder of the pipeline file. Override any key on the command line with",
+        "`medseg run FILE --set section.key=value` (the value is parsed as YAML, relative",
+        "paths against the current directory).",
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, tp, default, meaning in reference_rows(PipelineConfig):
+        lines.append(f"| `{key}` | {tp.replace('|', '&#124;')} | `{default}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def _valid_keys() -> set[str]:
+    return {row[0] for row in reference_rows(PipelineConfig)}
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw

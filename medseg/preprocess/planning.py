@@ -1,0 +1,170 @@
+"""nnU-Net-like automatic planning: target spacing, patch and batch size, DynUNet topology
+and normalization from a dataset fingerprint and a GPU memory budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medseg.core.errors import ConfigError
+from medseg.data import Dataset
+from medseg.preprocess.fingerprint import Fingerprint
+from medseg.preprocess.plan import Configuration, Plan
+from medseg.preprocess.steps import ANISOTROPY_RATIO
+
+MIN_FEATURE_MAP = 4  # no pooling below this many voxels along an axis
+MAX_POOLS = {3: 5, 2: 6}
+BASE_FILTERS = 32
+MAX_FILTERS = {3: 320, 2: 512}
+# Bytes kept per feature-map voxel during training: fp16 (2) x conv, norm and activation
+# outputs (3) x two convolutions per block (2) x encoder and decoder (2).
+BYTES_PER_FEATURE_VOXEL = 24
+FIXED_OVERHEAD_GB = 1.0  # CUDA context, weights, optimizer state, workspace
+MIN_BATCH = 2
+MAX_BATCH_FRACTION = 0.05  # a batch covers at most 5% of the dataset's voxels
+
+
+def plan_dataset(
+    dataset: Dataset, fingerprint: Fingerprint, memory_budget_gb: float = 8.0
+) -> Plan:
+    """Plan preprocessing and 3D/2D DynUNet configurations for ``dataset``."""
+    if memory_budget_gb <= FIXED_OVERHEAD_GB:
+        raise ConfigError(f"memory budget must exceed {FIXED_OVERHEAD_GB} GB, "
+                          f"got {memory_budget_gb}")
+    spacing = target_spacing(fingerprint)
+    shape = median_shape_at(fingerprint, spacing)
+    dataset_voxels = float(np.prod(shape)) * fingerprint.n_cases
+    slice_axis = int(np.argmax(spacing))
+    in_plane = [a for a in range(3) if a != slice_axis]
+    configurations = {
+        "3d": plan_configuration(spacing, shape, dataset_voxels, memory_budget_gb),
+        "2d": plan_configuration(
+            [spacing[a] for a in in_plane], [shape[a] for a in in_plane], dataset_voxels,
+            memory_budget_gb, slice_axis=slice_axis),
+    }
+    return Plan(
+        dataset_name=dataset.name, labels=dict(dataset.labels), channels=dict(dataset.channels),
+        target_spacing=tuple(spacing), normalization=normalization_schemes(dataset, fingerprint),
+        configurations=configurations,
+    )
+
+
+def target_spacing(fingerprint: Fingerprint) -> list[float]:
+    """Median spacing; an anisotropic axis with few voxels gets its 10th percentile spacing."""
+    spacings = np.asarray(fingerprint.spacings, dtype=np.float64)
+    target = np.median(spacings, axis=0)
+    shape = np.asarray(median_shape_at(fingerprint, target))
+    worst = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != worst]
+    anisotropic_spacing = target[worst] > ANISOTROPY_RATIO * max(target[others])
+    few_slices = shape[worst] * ANISOTROPY_RATIO < min(shape[others])
+    if anisotropic_spacing and few_slices:
+        target[worst] = max(np.percentile(spacings[:, worst], 10), max(target[others]) + 1e-5)
+    return [float(round(v, 6)) for v in target]
+
+
+def median_shape_at(fingerprint: Fingerprint, spacing: Sequence[float]) -> list[float]:
+    """Median case shape (cropped) after resampling to ``spacing``."""
+    shapes = np.asarray(fingerprint.shapes, dtype=np.float64)
+    spacings = np.asarray(fingerprint.spacings, dtype=np.float64)
+    return [float(v) for v in np.median(shapes * spacings / np.asarray(spacing), axis=0)]
+
+
+def plan_configuration(
+    spacing: Sequence[float], median_shape: Sequence[float], dataset_voxels: float,
+    memory_budget_gb: float, slice_axis: int | None = None,
+) -> Configuration:
+    """Largest patch (up to the median shape) and batch fitting ``memory_budget_gb``."""
+    dims = len(spacing)
+    patch = [max(MIN_FEATURE_MAP, round(s)) for s in median_shape]
+    budget = (memory_budget_gb - FIXED_OVERHEAD_GB) * 1024**3
+    while True:
+        strides, kernels = topology(spacing, patch, MAX_POOLS[dims])
+        patch_rounded = round_to_strides(patch, strides)
+        filters = [min(BASE_FILTERS * 2**level, MAX_FILTERS[dims]) for level in range(len(strides))]
+        per_sample = training_bytes(patch_rounded, strides, filters)
+        if MIN_BATCH * per_sample <= budget or max(patch) <= MIN_FEATURE_MAP:
+            break
+        patch = _shrink(patch, spacing, strides)
+    voxels = float(np.prod(patch_rounded))
+    cap = max(MIN_BATCH, int(MAX_BATCH_FRACTION * dataset_voxels / voxels))
+    batch = int(np.clip(budget // per_sample, MIN_BATCH, cap))
+    return Configuration(
+        patch_size=tuple(patch_rounded), batch_size=batch,
+        spacing=tuple(float(s) for s in spacing),
+        kernel_sizes=tuple(tuple(k) for k in kernels), strides=tuple(tuple(s) for s in strides),
+        filters=tuple(filters), deep_supervision=True, slice_axis=slice_axis,
+    )
+
+
+def topology(
+    spacing: Sequence[float], patch: Sequence[float], max_pools: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """DynUNet strides and kernel sizes per level (first level stride 1).
+
+    An axis is pooled while its feature map stays >= MIN_FEATURE_MAP voxels and its spacing
+    is at most twice the finest one; kernels are 1 along axes still much coarser than that.
+    """
+    current = np.asarray(spacing, dtype=np.float64)
+    size = np.asarray(patch, dtype=np.float64)
+    strides = [[1] * len(current)]
+    kernels = [_kernel(current)]
+    while len(strides) <= max_pools:
+        pool = (size / 2 >= MIN_FEATURE_MAP) & (current <= 2 * current.min())
+        if not pool.any():
+            break
+        strides.append([2 if p else 1 for p in pool])
+        size = np.where(pool, size / 2, size)
+        current = np.where(pool, current * 2, current)
+        kernels.append(_kernel(current))
+    return strides, kernels
+
+
+def round_to_strides(patch: Sequence[float], strides: Sequence[Sequence[int]]) -> list[int]:
+    """Round each patch axis up to a multiple of its total stride."""
+    divisor = np.prod(np.asarray(strides), axis=0)
+    return [int(np.ceil(p / d) * d) for p, d in zip(patch, divisor, strict=True)]
+
+
+def training_bytes(patch: Sequence[int], strides: Sequence[Sequence[int]],
+                   filters: Sequence[int]) -> float:
+    """Estimated activation memory of one training sample."""
+    voxels = float(np.prod(patch))
+    total = 0.0
+    for level, stride in enumerate(strides):
+        voxels /= float(np.prod(stride))
+        total += voxels * filters[level]
+    return total * BYTES_PER_FEATURE_VOXEL
+
+
+def normalization_schemes(dataset: Dataset, fingerprint: Fingerprint) -> tuple[dict[str, Any], ...]:
+    """CT: clip to foreground 0.5/99.5 percentiles, z-score with dataset foreground stats;
+    any other modality: per-image z-score inside the non-zero mask."""
+    schemes: list[dict[str, Any]] = []
+    for c in sorted(dataset.channels):
+        if dataset.channels[c].upper() == "CT":
+            s = fingerprint.intensity[c]
+            schemes.append({"scheme": "ct", "clip": [s.percentile_00_5, s.percentile_99_5],
+                            "mean": s.mean, "std": s.std})
+        else:
+            schemes.append({"scheme": "zscore_nonzero"})
+    return tuple(schemes)
+
+
+def _kernel(spacing: np.ndarray) -> list[int]:
+    return [3 if s <= 2 * spacing.min() else 1 for s in spacing]
+
+
+def _shrink(
+    patch: list[int], spacing: Sequence[float], strides: Sequence[Sequence[int]]
+) -> list[int]:
+    """Shrink the physically longest axis that can still shrink by one stride multiple."""
+    extent = np.where(np.asarray(patch) > MIN_FEATURE_MAP,
+                      np.asarray(patch) * np.asarray(spacing), -1.0)
+    axis = int(np.argmax(extent))
+    divisor = int(np.prod(np.asarray(strides)[:, axis]))
+    out = list(patch)
+    out[axis] = max(MIN_FEATURE_MAP, out[axis] - divisor)
+    return out

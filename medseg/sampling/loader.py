@@ -1,0 +1,178 @@
+"""Batches of training patches from the preprocessed cache, and their DataLoader.
+
+Batch ``i`` is a pure function of ``(seed, i)``: cases, patch positions and augmentation
+are drawn from generators seeded with both, so results do not depend on the number of
+workers and a resumed run sees exactly the batches it would have seen. Epoch ``e`` of
+``n`` batches reads batches ``e*n .. e*n+n-1`` (see :class:`EpochSampler`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medseg.sampling.augment import AugmentSettings, augment_batch
+from medseg.sampling.patches import centered_start, patch_size_3d, random_start, read_patch
+
+
+class PatchSource(Protocol):
+    """What the sampler needs from a cache (``medseg.preprocess`` ``Cache`` provides it)."""
+
+    def image(self, case: str, mmap: bool = True) -> np.ndarray: ...
+    def label(self, case: str, mmap: bool = True) -> np.ndarray: ...
+    def foreground(self, case: str) -> Mapping[int, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Patch size, batch size, foreground oversampling and (2D) slice axis."""
+
+    patch_size: tuple[int, ...]
+    batch_size: int
+    foreground_fraction: float = 1 / 3
+    slice_axis: int | None = None  # set for 2D configurations
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], foreground_fraction: float = 1 / 3
+                    ) -> SamplerSettings:
+        """Settings from one plan configuration (``plan["configurations"]["3d"]``)."""
+        patch = tuple(int(p) for p in config["patch_size"])
+        return cls(patch, int(config["batch_size"]), foreground_fraction,
+                   config.get("slice_axis") if len(patch) == 2 else None)
+
+    def n_foreground(self) -> int:
+        """Samples per batch forced to be centred on foreground (at least the fraction)."""
+        return min(self.batch_size, math.ceil(self.batch_size * self.foreground_fraction - 1e-9))
+
+
+def _foreground_center(
+    fg: Mapping[int, np.ndarray], rng: np.random.Generator
+) -> np.ndarray | None:
+    """A random voxel of a random foreground class present in the case (None if none)."""
+    classes = sorted(k for k, coords in fg.items() if len(coords))
+    if not classes:
+        return None
+    coords = fg[classes[int(rng.integers(len(classes)))]]
+    return coords[int(rng.integers(len(coords)))]
+
+
+class OpenCases:
+    """Per-process LRU of opened cases (memmaps and foreground locations).
+
+    Opening a ``.npy`` memmap and reading the ``_fg.npz`` cost more than cutting a small
+    patch, so each process keeps its most recently used cases open; the patch itself is
+    still read from the memmap (only its region is touched).
+    """
+
+    def __init__(self, source: PatchSource, max_open: int = 256) -> None:
+        self.source, self.max_open = source, max_open
+        self._open: OrderedDict[str, tuple[np.ndarray, np.ndarray, Mapping[int, np.ndarray]]]
+        self._open = OrderedDict()
+
+    def __getitem__(self, case: str) -> tuple[np.ndarray, np.ndarray, Mapping[int, np.ndarray]]:
+        """(image memmap, label memmap, foreground locations) of ``case``."""
+        if case in self._open:
+            self._open.move_to_end(case)
+            return self._open[case]
+        entry = (self.source.image(case, mmap=True), self.source.label(case, mmap=True),
+                 self.source.foreground(case))
+        self._open[case] = entry
+        if len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return entry
+
+
+def sample_patch(
+    cases: OpenCases, case: str, settings: SamplerSettings, foreground: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (image, label) patch of ``case``; 2D patches drop the slice axis."""
+    image, label, fg = cases[case]
+    box = patch_size_3d(settings.patch_size, settings.slice_axis)
+    center = _foreground_center(fg, rng) if foreground else None
+    shape = image.shape[1:]
+    start = random_start(shape, box, rng) if center is None else centered_start(shape, box, center)
+    img, lab = read_patch(image, start, box, 0.0), read_patch(label, start, box, 0)
+    if settings.slice_axis is not None:
+        img, lab = img.squeeze(settings.slice_axis + 1), lab.squeeze(settings.slice_axis + 1)
+    return img, lab
+
+
+def make_batch(
+    source: PatchSource | OpenCases, cases: Sequence[str], settings: SamplerSettings,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float32 image batch (B, C, *patch) and an int64 label batch (B, 1, *patch).
+
+    The last ``n_foreground()`` samples are centred on foreground, the rest are random.
+    """
+    opened = source if isinstance(source, OpenCases) else OpenCases(source)
+    n_fg = settings.n_foreground()
+    picks = rng.integers(len(cases), size=settings.batch_size)
+    pairs = [
+        sample_patch(opened, cases[int(c)], settings, i >= settings.batch_size - n_fg, rng)
+        for i, c in enumerate(picks)
+    ]
+    image = torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.float32, copy=False))
+    label = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+    return image, label
+
+
+class PatchBatches(Dataset):
+    """Map-style dataset whose item ``i`` is the whole augmented batch number ``i``."""
+
+    def __init__(self, source: PatchSource, cases: Sequence[str], settings: SamplerSettings,
+                 augment: AugmentSettings | None = None, seed: int = 0) -> None:
+        if not cases:
+            raise ValueError("no training cases to sample from")
+        self.opened, self.cases, self.settings = OpenCases(source), list(cases), settings
+        self.augment, self.seed = augment, seed
+
+    def __len__(self) -> int:
+        return 2**62  # batches are addressed by index; EpochSampler picks the range
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        image, label = make_batch(self.opened, self.cases, self.settings, rng)
+        if self.augment is not None:
+            aug_seed = int(rng.integers(2**62))
+            image, label = augment_batch(image, label, self.augment, aug_seed)
+        return {"image": image.contiguous(), "label": label.contiguous()}
+
+
+class EpochSampler(Sampler[int]):
+    """Yields the batch indices of the current epoch; set ``epoch`` before iterating."""
+
+    def __init__(self, batches_per_epoch: int, epoch: int = 0) -> None:
+        self.batches_per_epoch, self.epoch = batches_per_epoch, epoch
+
+    def __iter__(self) -> Iterator[int]:
+        start = self.epoch * self.batches_per_epoch
+        return iter(range(start, start + self.batches_per_epoch))
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+
+
+def make_loader(
+    batches: PatchBatches, sampler: EpochSampler, num_workers: int = 2, pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over whole batches (``batch_size=None``) with persistent workers."""
+    return DataLoader(
+        batches, batch_size=None, sampler=sampler, num_workers=num_workers,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        worker_init_fn=_worker_init if num_workers else None,
+        prefetch_factor=4 if num_workers else None,
+    )

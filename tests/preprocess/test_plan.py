@@ -1,0 +1,134 @@
+"""Planning: target spacing rule, patch/batch within the memory budget, plan JSON round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medseg.core.errors import ConfigError
+from medseg.data import load_dataset
+from medseg.preprocess import Plan, compute_fingerprint, plan_dataset
+from medseg.preprocess.fingerprint import Fingerprint, IntensityStats
+from medseg.preprocess.planning import (
+    plan_configuration,
+    target_spacing,
+    topology,
+    training_bytes,
+)
+from tests.conftest import HIPPOCAMPUS, requires_shared
+from tests.data.synthetic import write_decathlon
+
+
+def fingerprint(spacings, shapes) -> Fingerprint:
+    stats = IntensityStats(100.0, 20.0, 100.0, 0.0, 300.0, 10.0, 250.0)
+    return Fingerprint(len(spacings), tuple(map(tuple, spacings)), tuple(map(tuple, shapes)),
+                       (stats,), (0.9, 0.05, 0.05))
+
+
+def test_target_spacing_is_median_when_isotropic():
+    fp = fingerprint([(1, 1, 1), (1.2, 1.2, 1.2), (0.8, 1, 1.4)], [(50, 50, 50)] * 3)
+    assert target_spacing(fp) == [1.0, 1.0, 1.2]
+
+
+def test_anisotropic_axis_gets_tenth_percentile():
+    spacings = [(0.7, 0.7, s) for s in (3.0, 4.0, 5.0, 5.0, 5.0, 6.0, 6.0)]
+    fp = fingerprint(spacings, [(256, 256, 30)] * len(spacings))
+    target = target_spacing(fp)
+    assert target[:2] == [0.7, 0.7]
+    assert target[2] == pytest.approx(np.percentile([3, 4, 5, 5, 5, 6, 6], 10))
+
+
+def test_anisotropic_spacing_with_many_slices_keeps_median():
+    fp = fingerprint([(0.7, 0.7, 5.0)] * 3, [(100, 100, 200)] * 3)
+    assert target_spacing(fp) == [0.7, 0.7, 5.0]
+
+
+def test_configuration_consistent_and_within_budget():
+    config = plan_configuration([0.7, 0.7, 3.0], [400, 400, 80], 1e9, memory_budget_gb=4.0)
+    config.check()
+    assert config.strides[0] == (1, 1, 1) and len(config.strides) == len(config.filters)
+    assert config.strides[1] == (2, 2, 1)  # the coarse axis is not pooled at first
+    assert config.kernel_sizes[0] == (3, 3, 1)
+    assert 2 * training_bytes(config.patch_size, config.strides, config.filters) <= 3 * 2**30
+    assert config.batch_size >= 2
+    small = plan_configuration([0.7, 0.7, 3.0], [400, 400, 80], 1e9, memory_budget_gb=2.0)
+    assert np.prod(small.patch_size) < np.prod(config.patch_size)
+
+
+def test_topology_stops_at_min_feature_map():
+    strides, kernels = topology([1.0, 1.0], [16, 64], max_pools=6)
+    assert [s[0] for s in strides] == [1, 2, 2, 1, 1]  # 16 -> 8 -> 4, then stop
+    assert [s[1] for s in strides] == [1, 2, 2, 2, 2]
+    assert len(kernels) == len(strides)
+
+
+def test_plan_json_round_trip_and_hash(tmp_path):
+    root = write_decathlon(tmp_path / "ds", n_cases=3)
+    ds = load_dataset(root)
+    plan = plan_dataset(ds, compute_fingerprint(ds, progress=False))
+    plan.save(tmp_path / "plan.json")
+    loaded = Plan.load(tmp_path / "plan.json")
+    assert loaded == plan
+    assert set(plan.configurations) == {"3d", "2d"}
+    assert plan.configuration("2d").slice_axis is not None
+    smaller_batch = {**plan.configurations, "3d": plan.configurations["3d"].__class__(
+        **{**plan.configurations["3d"].__dict__, "batch_size": 1})}
+    assert plan.with_changes(configurations=smaller_batch).preprocessing_hash() == \
+        plan.preprocessing_hash()
+    assert plan.with_changes(target_spacing=(2.0, 2.0, 2.0)).preprocessing_hash() != \
+        plan.preprocessing_hash()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"format": "other"}, "not a medseg-plan-v1"),
+    ({"target_spacing": [1, 1]}, "target_spacing"),
+    ({"normalization": []}, "normalization"),
+    ({"label_interpolation": "cubic"}, "label_interpolation"),
+    ({"normalization": [{"scheme": "minmax"}]}, "unknown scheme 'minmax'"),
+    ({"normalization": [{"scheme": "ct", "clip": [0, 1]}]}, "needs"),
+])
+def test_invalid_plan_rejected(tmp_path, change, message):
+    root = write_decathlon(tmp_path / "ds", n_cases=2)
+    ds = load_dataset(root)
+    d = {**plan_dataset(ds, compute_fingerprint(ds, progress=False)).to_dict(), **change}
+    with pytest.raises(ConfigError, match=message):
+        Plan.from_dict(d)
+
+
+def test_plan_file_errors_name_the_file(tmp_path):
+    (tmp_path / "plan.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"plan\.json"):
+        Plan.load(tmp_path / "plan.json")
+
+
+@requires_shared
+@pytest.mark.slow
+def test_hippocampus_plan_is_sensible():
+    ds = load_dataset(HIPPOCAMPUS)
+    fp = compute_fingerprint(ds, progress=False)
+    plan = plan_dataset(ds, fp)
+    assert plan.target_spacing == (1.0, 1.0, 1.0)
+    assert plan.normalization == ({"scheme": "zscore_nonzero"},)
+    config = plan.configuration("3d")
+    median = np.asarray(fp.median_shape)
+    assert np.all(np.asarray(config.patch_size) >= median)  # covers a whole median case
+    assert np.prod(config.patch_size) <= 2 * np.prod(median)
+    assert config.batch_size >= 2
+    assert plan.configuration("2d").patch_size == config.patch_size[1:]
+
+
+def test_tiny_budget_terminates_with_smallest_patch():
+    config = plan_configuration([0.5, 0.5, 100.0], [64, 64, 4], 1e6, memory_budget_gb=1.0001)
+    assert config.patch_size[2] == 4 and config.batch_size >= 2
+    config.check()
+
+
+def test_ct_channel_gets_dataset_wide_clipping(tmp_path):
+    ds = load_dataset(write_decathlon(tmp_path / "ds", n_cases=3, modality="CT"))
+    fp = compute_fingerprint(ds, progress=False)
+    (scheme,) = plan_dataset(ds, fp).normalization
+    assert scheme["scheme"] == "ct"
+    stats = fp.intensity[0]
+    assert scheme["clip"] == [stats.percentile_00_5, stats.percentile_99_5]
+    assert 140 < scheme["mean"] < 160  # foreground of the synthetic cases is ~N(150, 10)
+    assert scheme["std"] == pytest.approx(stats.std)

@@ -1,0 +1,85 @@
+"""Batches: shapes, foreground oversampling, padding, 2D slices, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.sampling import (
+    AugmentSettings,
+    EpochSampler,
+    PatchBatches,
+    SamplerSettings,
+    make_batch,
+    make_loader,
+)
+from tests.conftest import sphere_label
+from tests.sampling.synthetic import MemoryCache, sphere_cases
+
+
+def small_foreground_cache() -> MemoryCache:
+    """Big cases with a tiny ball, so random patches rarely contain foreground."""
+    images, labels = {}, {}
+    for i in range(4):
+        lab = sphere_label((48, 48, 48), center=(10 + 5 * i, 30, 12), radius=2)
+        lab[lab > 0] = 1 + i % 2
+        images[f"c{i}"] = np.random.default_rng(i).normal(size=(1, 48, 48, 48)).astype("f4")
+        labels[f"c{i}"] = lab[None]
+    return MemoryCache(images, labels)
+
+
+@pytest.mark.parametrize("fraction", [1 / 3, 0.5, 1.0])
+def test_foreground_fraction_is_at_least_the_configured_one(fraction: float) -> None:
+    cache = small_foreground_cache()
+    settings = SamplerSettings((12, 12, 12), batch_size=6, foreground_fraction=fraction)
+    rng = np.random.default_rng(0)
+    with_fg = []
+    for _ in range(20):
+        _, label = make_batch(cache, cache.case_ids, settings, rng)
+        with_fg += [bool((lab > 0).any()) for lab in label]
+    assert np.mean(with_fg) >= fraction
+    # the forced samples are the last ones of every batch and always contain foreground
+    forced = np.array(with_fg).reshape(20, 6)[:, 6 - settings.n_foreground():]
+    assert forced.all()
+
+
+def test_no_oversampling_gives_mostly_background() -> None:
+    cache = small_foreground_cache()
+    settings = SamplerSettings((12, 12, 12), batch_size=6, foreground_fraction=0.0)
+    _, label = make_batch(cache, cache.case_ids, settings, np.random.default_rng(1))
+    assert settings.n_foreground() == 0 and (label > 0).float().mean() < 0.05
+
+
+def test_case_smaller_than_patch_is_padded_and_whole() -> None:
+    cache = sphere_cases(n=2, shape=(10, 12, 8))
+    settings = SamplerSettings((16, 16, 16), batch_size=4)
+    image, label = make_batch(cache, cache.case_ids, settings, np.random.default_rng(0))
+    assert image.shape == (4, 1, 16, 16, 16) and label.shape == (4, 1, 16, 16, 16)
+    assert image.dtype == torch.float32 and label.dtype == torch.int64
+    total = sum(int((cache.label(c) > 0).sum()) for c in cache.case_ids)
+    assert all(int((lab > 0).sum()) in {int((cache.label(c) > 0).sum()) for c in cache.case_ids}
+               for lab in label) and total > 0
+
+
+def test_2d_batches_are_slices_along_the_slice_axis() -> None:
+    cache = sphere_cases(n=3, shape=(20, 24, 28))
+    settings = SamplerSettings((24, 28), batch_size=8, slice_axis=0)
+    image, label = make_batch(cache, cache.case_ids, settings, np.random.default_rng(0))
+    assert image.shape == (8, 1, 24, 28) and label.shape == (8, 1, 24, 28)
+    # every 2D patch is an exact slice of one of the cases
+    slices = {c: cache.image(c)[0] for c in cache.case_ids}
+    for img in image[:, 0].numpy():
+        assert any(np.array_equal(img, vol[k]) for vol in slices.values() for k in range(20))
+
+
+def test_batches_are_deterministic_and_independent_of_workers() -> None:
+    cache = sphere_cases(n=4)
+    settings = SamplerSettings((16, 16, 16), batch_size=3)
+    batches = PatchBatches(cache, cache.case_ids, settings, AugmentSettings(), seed=7)
+    serial = [b["image"] for b in make_loader(batches, EpochSampler(4, epoch=1), num_workers=0)]
+    parallel = [b["image"] for b in make_loader(batches, EpochSampler(4, epoch=1), num_workers=2)]
+    for a, b in zip(serial, parallel, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(batches[5]["image"], serial[1])  # epoch 1 starts at batch 4
+    assert not torch.equal(batches[4]["image"], batches[5]["image"])
