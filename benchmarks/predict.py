@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,9 @@ def _peak_rss_gb() -> float:
 # --- driver ----------------------------------------------------------------------------------
 
 
-def random_model(folder: Path) -> Path:
-    """A randomly initialised checkpoint of the hippocampus plan's 3D network."""
+def random_model(folder: Path, filters: list[int] | None = None) -> Path:
+    """A randomly initialised checkpoint of the hippocampus plan's 3D network (optionally
+    with other ``filters`` per level)."""
     import torch
 
     from medseg.data import load_dataset
@@ -154,6 +156,9 @@ def random_model(folder: Path) -> Path:
 
     dataset = load_dataset(HIPPOCAMPUS)
     plan = plan_dataset(dataset, compute_fingerprint(dataset, progress=False))
+    if filters:
+        config = replace(plan.configurations["3d"], filters=tuple(filters))
+        plan = plan.with_changes(configurations={"3d": config})
     torch.manual_seed(0)
     net = build_network(plan, "3d")
     path = folder / "random_3d.pt"
@@ -178,7 +183,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the process and its children) of one command."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -244,7 +249,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side")
     parser.add_argument("--monai-recipe", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--filters", type=lambda t: [int(v) for v in t.split(",")],
+                        help="random model only: filters per level, e.g. 16,32,64,128")
+    parser.add_argument("--threads", type=int,
+                        help="OMP_NUM_THREADS for both sides (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every child
     if args.monai_recipe:
         monai_recipe(*args.monai_recipe, args.model, args.workers)
         return
@@ -254,7 +265,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        model = args.model or random_model(tmp)
+        model = args.model or random_model(tmp, args.filters)
         sources = held_out_cases(args.held_out)
         inputs = make_inputs(sources, args.cases, tmp / "in")
         speed = median_runs({"medseg": medseg_cmd(model, inputs),
@@ -269,8 +280,11 @@ def main() -> None:
         result = {
             "benchmark": "predict", "date": time.strftime("%Y-%m-%d"),
             "machine": f"{os.cpu_count()} CPU cores, no GPU, load {os.getloadavg()[0]:.1f}",
-            "model": str(args.model) if args.model else "random-init hippocampus 3d DynUNet",
-            "cases": args.cases, "repeats": args.repeats, "medseg": m, "monai": b,
+            "model": str(args.model) if args.model else
+            f"random-init hippocampus 3d DynUNet, filters {args.filters or 'as planned'}",
+            "cases": args.cases, "repeats": args.repeats,
+            "threads": args.threads or "default", "monai_workers": args.workers,
+            "medseg": m, "monai": b,
             "medseg_volumes_per_s": round(args.cases / m["wall_s"], 2),
             "monai_volumes_per_s": round(args.cases / b["wall_s"], 2),
             "ratio_wall": round(b["wall_s"] / m["wall_s"], 2),

@@ -17,6 +17,16 @@ from typing import Any
 from medseg.core.errors import OutputError
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; it is renamed to ``target`` only on success.
@@ -30,11 +40,15 @@ def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
     parent = target.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError("output folder is a file", parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file where an ancestor folder should be
+        raise OutputError(f"cannot create output folder ({exc.strerror})", parent) from exc
     suffix = "".join(target.suffixes)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(_FILE_MODE)  # mkstemp makes 0600 files; outputs get the usual umask mode
     try:
         yield tmp
         if durable:

@@ -155,6 +155,15 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+def network_dtype(network: Network) -> torch.dtype:
+    """Floating-point type of a module's parameters (float32 for plain callables)."""
+    if isinstance(network, torch.nn.Module):
+        for param in network.parameters():
+            if param.is_floating_point():
+                return param.dtype
+    return torch.float32
+
+
 def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     tensor = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
     if tensor.ndim != 4:
@@ -201,7 +210,10 @@ def _forward(
 ) -> torch.Tensor:
     """Network logits for a (B, C, X, Y, Z) batch; 2D networks see the slice axis squeezed."""
     x = batch if slice_axis is None else batch.squeeze(slice_axis + 2)
-    dtype = autocast_dtype(batch.device) if amp else None
+    weights = network_dtype(network)
+    if weights != torch.float32:  # a network already converted to half precision
+        x = x.to(weights)
+    dtype = autocast_dtype(batch.device) if amp and weights == torch.float32 else None
     with torch.autocast(batch.device.type, dtype=dtype, enabled=dtype is not None):
         out = network(x)
     if isinstance(out, (list, tuple)):  # deep-supervision outputs: full resolution first
@@ -253,11 +265,12 @@ def predict_probabilities(
     """Class probabilities ``(K, X, Y, Z)`` of a preprocessed image ``(C, X, Y, Z)``.
 
     ``network`` maps ``(B, C, *patch)`` to logits ``(B, K, *patch)`` and must already be on
-    ``device`` and in eval mode. For a 2D configuration pass its 2D ``patch_size`` and the
-    plan's ``slice_axis``. ``mirror_axes`` (spatial axes 0-2) enables test-time mirroring;
-    ``amp`` runs the network in mixed precision where the hardware has it (see
-    :func:`autocast_dtype`). The result is float32, or float16 for large volumes
-    (see :func:`choose_accumulator`); it is always a CPU array.
+    ``device`` and in eval mode; a network converted to bfloat16/float16 gets its input in
+    that type (faster than autocast on CPU, see ``Predictor``). For a 2D configuration pass
+    its 2D ``patch_size`` and the plan's ``slice_axis``. ``mirror_axes`` (spatial axes 0-2)
+    enables test-time mirroring; ``amp`` runs a float32 network under autocast where the
+    hardware has it (see :func:`autocast_dtype`). The result is float32, or float16 for
+    large volumes (see :func:`choose_accumulator`); it is always a CPU array.
     """
     device = torch.device(device)
     tensor = _as_tensor(image)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from medseg.core.paths import ensure_outside_inputs
 from medseg.pipeline.config import PipelineConfig, RunConfig, load_config
 from medseg.pipeline.runner import Stage, StageOutcome, run_stages
 from medseg.pipeline.stages import EVALUATION_DIR, standard_stages
@@ -56,6 +57,7 @@ def run_pipeline(
     """Load, validate and run a pipeline file (see :func:`~.runner.run_stages`)."""
     config = load_config(pipeline_file, overrides)
     run_dir = resolve_workdir(config, workdir)
+    ensure_outside_inputs(run_dir, [config.dataset.path, *config.predict.inputs])
     config = replace(config, run=RunConfig(workdir=run_dir))
     log(f"pipeline {config.name}: run folder {run_dir}")
     chosen = stage_list if stage_list is not None else standard_stages()

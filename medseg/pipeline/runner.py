@@ -105,7 +105,11 @@ def _check_stage(name: str | None, stages: Sequence[Stage], option: str) -> None
                           f"{', '.join(stage_names(stages))}")
 
 
-def _parts(stage: Stage, config: PipelineConfig, digests: Mapping[str, str]) -> KeyParts:
+def _parts(stage: Stage, config: PipelineConfig, digests: Mapping[str, str],
+           run_dir: Path) -> KeyParts:
+    missing = [n for n in stage.needs if n not in digests]
+    if missing:
+        raise ConfigError(f"stage {stage.name!r} needs {missing}, which did not run", run_dir)
     section = section_hash_input(config, stage.section) if stage.section else None
     return KeyParts(
         config=hash_json([stage.name, section]),
@@ -174,6 +178,10 @@ def _execute(stage: Stage, ctx: StageContext, parts: KeyParts, state: _Progress,
     start = time.monotonic()
     try:
         result = stage.run(ctx)
+        digest = _outputs_digest(ctx.run_dir, result.outputs)
+        if digest is None:
+            raise OutputError(f"stage {stage.name!r} did not write its outputs "
+                              f"{list(result.outputs)}", ctx.run_dir)
     except BaseException as exc:
         state.records[stage.name] = replace(
             record, status="failed" if isinstance(exc, Exception) else "running",
@@ -181,10 +189,6 @@ def _execute(stage: Stage, ctx: StageContext, parts: KeyParts, state: _Progress,
         save_records(ctx.run_dir, state.records)
         raise
     seconds = time.monotonic() - start
-    digest = _outputs_digest(ctx.run_dir, result.outputs)
-    if digest is None:
-        raise OutputError(f"stage {stage.name!r} did not write its outputs "
-                          f"{list(result.outputs)}", ctx.run_dir)
     state.records[stage.name] = replace(
         record, status="done", outputs=tuple(result.outputs), digest=digest,
         seconds=round(seconds, 3), summary=result.summary)
@@ -195,8 +199,8 @@ def _execute(stage: Stage, ctx: StageContext, parts: KeyParts, state: _Progress,
                                                        else ""))
 
 
-def _up_to_date_digest(stage: Stage, parts: KeyParts, run_dir: Path,
-                       record: StageRecord | None) -> str | None:
+def _up_to_date_digest(parts: KeyParts, run_dir: Path, record: StageRecord | None
+                       ) -> str | None:
     """The outputs digest when ``record`` is done with the same key and outputs intact."""
     if record is None or record.status != "done" or record.parts.key != parts.key:
         return None
@@ -229,25 +233,20 @@ def run_stages(
         names = stage_names(stages)
         first_forced = names.index(start) if start else len(names)
         for index, stage in enumerate(stages):
-            missing = [n for n in stage.needs if n not in state.digests]
-            if missing:
-                raise ConfigError(f"stage {stage.name!r} needs {missing}, which did not run",
-                                  run_dir)
-            parts = _parts(stage, config, state.digests)
-            record = state.records.get(stage.name)
-            current = _up_to_date_digest(stage, parts, run_dir, record)
-            forced = index >= first_forced or stage.name == only
             if only and index > names.index(only):
                 break
-            if only and stage.name != only and current is None:
-                raise ConfigError(
-                    f"--only {only}: upstream stage {stage.name!r} is not up to date; "
-                    "run the pipeline without --only first", run_dir)
+            parts = _parts(stage, config, state.digests, run_dir)
+            record = state.records.get(stage.name)
+            current = _up_to_date_digest(parts, run_dir, record)
+            forced = index >= first_forced or stage.name == only
             if current is not None and not forced:
                 log(f"[{stage.name}] up to date, skipped")
                 state.digests[stage.name] = current
                 state.outcomes.append(StageOutcome(stage.name, "skipped"))
                 continue
+            if only and stage.name != only:
+                raise ConfigError(f"--only {only}: upstream stage {stage.name!r} is not up to "
+                                  "date; run the pipeline without --only first", run_dir)
             resume = (record is not None and record.status in ("running", "failed")
                       and record.parts.key == parts.key)
             _execute(stage, StageContext(config, run_dir, resume), parts, state, log)

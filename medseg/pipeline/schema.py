@@ -218,5 +218,8 @@ def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str
             default = json.dumps(to_plain(f.default))
         else:
             default = "required"
-        rows.append((dotted, type_name(tp), default, f.metadata.get("doc", "")))
+        meaning = f.metadata.get("doc", "")
+        if not f.metadata.get("hashed", True):
+            meaning += " *Not hashed.*"
+        rows.append((dotted, type_name(tp), default, meaning))
     return rows

@@ -36,7 +36,7 @@ from medseg.pipeline.config import PipelineConfig
 from medseg.pipeline.holdout import LISTING_FILE, draw_holdout, split_dataset, write_holdout
 from medseg.pipeline.runner import Stage, StageContext, StageResult
 from medseg.preprocess import Plan, compute_fingerprint, plan_dataset, preprocess_dataset
-from medseg.train.api import TrainSettings, train_fold
+from medseg.train import OptimSettings, TrainSettings, train_fold
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,10 @@ def remove_stale_caches(current: Path) -> None:
 def train(ctx: StageContext) -> StageResult:
     """Train every configured fold; an interrupted fold resumes from its last checkpoint."""
     cfg = ctx.config.train
-    settings = TrainSettings(iterations_per_epoch=cfg.iterations_per_epoch,
-                             validate_every=cfg.validate_every, seed=cfg.seed,
-                             n_folds=cfg.num_folds)
+    settings = TrainSettings(
+        iterations_per_epoch=cfg.iterations_per_epoch, validate_every=cfg.validate_every,
+        optim=OptimSettings(name=cfg.optimizer, lr=cfg.learning_rate),
+        num_workers=cfg.workers, seed=cfg.seed, n_folds=cfg.num_folds)
     outputs, lines = [], []
     for fold in cfg.folds:
         result = train_fold(ctx.run_dir, cfg.configuration, fold, epochs=cfg.epochs,

@@ -209,7 +209,7 @@ def fit(session: Session, progress: Progress, clock: Callable[[], float] = time.
                 fitted = max(progress.epoch, fit_total_epochs(
                     progress.budget_s, progress.elapsed_s, progress.epoch_seconds,
                     progress.validation_seconds, session.validate_every,
-                    validation_guess(session, progress)))
+                    validation_guess(session, progress), progress.total_epochs))
                 progress.total_epochs = session.dist.broadcast(fitted)  # rank 0 decides
             result = run_validation(session, progress) \
                 if main and should_validate(session, progress) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from medseg.core.errors import CheckpointError, ConfigError, InputError
 from medseg.inference.predictor import (
@@ -12,6 +13,7 @@ from medseg.inference.predictor import (
     find_checkpoints,
     predict_volume,
 )
+from medseg.inference.sliding_window import cpu_supports_bfloat16, network_dtype
 from medseg.io import read_volume
 from tests.conftest import sphere_label
 from tests.inference.dicom_synth import write_dicom_series
@@ -140,3 +142,13 @@ def test_wrong_channel_count_is_an_input_error(volume_factory):
     volume = volume_factory(SHAPE, channels=2, kind="sphere")
     with pytest.raises(InputError, match="2 channel"):
         predict_volume(_threshold_predictor(), volume)
+
+
+def test_mixed_precision_predictor_agrees_with_float32(volume_factory):
+    volume = volume_factory(SHAPE, (1.0, 1.5, 2.0), "LPS", kind="sphere")
+    exact = predict_volume(_threshold_predictor(), volume)
+    mixed_predictor = _threshold_predictor(settings=InferenceSettings(amp=True))
+    if cpu_supports_bfloat16():
+        assert network_dtype(mixed_predictor.networks[0]) == torch.bfloat16
+    mixed = predict_volume(mixed_predictor, volume)
+    assert _dice(mixed.array[0] == 1, exact.array[0] == 1) > 0.99

@@ -193,3 +193,22 @@ def test_stale_lock_is_taken_over(setup):
     run.mkdir()
     (run / LOCK_FILE).write_text("999999999")
     assert actions(run_stages(pipeline([]), load_config(cfg_file), run))["train"] == "ran"
+
+
+def test_failed_stage_is_recorded_and_retried(setup):
+    cfg_file, data, run = setup
+    (data / "cases.txt").unlink()
+    with pytest.raises(FileNotFoundError):
+        run_stages(pipeline([]), load_config(cfg_file), run)
+    record = load_records(run)["ingest"]
+    assert record.status == "failed" and "FileNotFoundError" in record.error
+    (data / "cases.txt").write_text("a b")
+    assert actions(run_stages(pipeline([]), load_config(cfg_file), run))["ingest"] == "ran"
+
+
+def test_stage_without_its_outputs_is_an_error(setup):
+    cfg_file, _, run = setup
+    liar = [Stage("liar", lambda ctx: StageResult(("never_written.txt",)))]
+    with pytest.raises(OutputError, match="did not write its outputs"):
+        run_stages(liar, load_config(cfg_file), run)
+    assert load_records(run)["liar"].status == "failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_plan_change_invalidates_but_network_change_does_not(planned):
     ds, plan, run = planned
     first = preprocess_dataset(ds, plan, run, workers=1, progress=False)
     configs = dict(plan.configurations)
-    configs["3d"] = configs["3d"].__class__(**{**configs["3d"].__dict__, "batch_size": 1})
+    configs["3d"] = replace(configs["3d"], batch_size=1)
     same = preprocess_dataset(ds, plan.with_changes(configurations=configs), run, workers=1,
                               progress=False)
     assert same.folder == first.folder and same.computed == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -71,8 +73,8 @@ def test_plan_json_round_trip_and_hash(tmp_path):
     assert loaded == plan
     assert set(plan.configurations) == {"3d", "2d"}
     assert plan.configuration("2d").slice_axis is not None
-    smaller_batch = {**plan.configurations, "3d": plan.configurations["3d"].__class__(
-        **{**plan.configurations["3d"].__dict__, "batch_size": 1})}
+    smaller_batch = {**plan.configurations,
+                     "3d": replace(plan.configurations["3d"], batch_size=1)}
     assert plan.with_changes(configurations=smaller_batch).preprocessing_hash() == \
         plan.preprocessing_hash()
     assert plan.with_changes(target_spacing=(2.0, 2.0, 2.0)).preprocessing_hash() != \

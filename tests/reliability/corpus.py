@@ -526,6 +526,22 @@ def output_folder_is_file(root: Path) -> Built:
     return Built(blocker / "result.nii.gz", str(blocker))
 
 
+def output_below_a_file(root: Path) -> Built:
+    """The output's grandparent is a file: its folder cannot be created."""
+    blocker = root / "out"
+    blocker.write_text("I am a file")
+    return Built(blocker / "sub" / "result.nii.gz", "cannot create output folder")
+
+
+def pipeline_run_inside_dataset(root: Path) -> Built:
+    """A pipeline whose run folder would be created inside its dataset folder."""
+    dataset = _dataset(root)
+    path = root / "pipe.yaml"
+    path.write_text(f"name: corpus\ndataset: {{path: {dataset}}}\n"
+                    f"run: {{workdir: {dataset / 'run'}}}\n")
+    return Built(path, str(dataset))
+
+
 def output_inside_dicom_input(root: Path) -> Built:
     dicom_factory.save_series(series_datasets(), root / "series")
     return Built(root / "series" / "derived" / "seg.nii.gz", str(root / "series"))

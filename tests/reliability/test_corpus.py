@@ -40,9 +40,9 @@ from medseg.inference.batch import BatchOptions, check_outputs
 from medseg.inference.jobs import discover_jobs
 from medseg.inference.predictor import Predictor
 from medseg.io import read_volume, write_volume
-from medseg.pipeline import load_config
+from medseg.pipeline import load_config, run_pipeline
 from medseg.preprocess.case import preprocess_case
-from medseg.sampling.loader import SamplerSettings, sample_patch
+from medseg.sampling.loader import SamplerSettings, make_batch
 from tests.inference.helpers import tiny_plan, write_run
 from tests.reliability import corpus
 from tests.reliability.corpus import Built
@@ -75,6 +75,7 @@ VALIDATE = Action(
 )
 LOAD_DATASET = VALIDATE
 PIPELINE = Action(lambda b, _: load_config(b.path), lambda b, _: ["run", str(b.path)])
+PIPELINE_RUN = Action(lambda b, _: run_pipeline(b.path), lambda b, _: ["run", str(b.path)])
 CHECKPOINT = Action(
     lambda b, _: Predictor.load(b.path),
     lambda b, tmp: ["predict", "-m", str(b.path), "-i", str(_good_image(tmp)),
@@ -196,6 +197,9 @@ KINDS: dict[str, Kind] = {
     "pipeline not a mapping": Kind(corpus.pipeline_not_a_mapping, PIPELINE, ConfigError,
                                    r"mapping"),
     "pipeline invalid YAML": Kind(corpus.pipeline_bad_yaml, PIPELINE, ConfigError, r"YAML"),
+    "pipeline run folder inside dataset": Kind(corpus.pipeline_run_inside_dataset,
+                                               PIPELINE_RUN, OutputError,
+                                               r"inside the input folder"),
     # checkpoints
     "checkpoint random bytes": Kind(corpus.checkpoint_random_bytes, CHECKPOINT,
                                     CheckpointError, r"cannot read checkpoint"),
@@ -210,6 +214,8 @@ KINDS: dict[str, Kind] = {
     # outputs
     "output folder is a file": Kind(corpus.output_folder_is_file, WRITE, OutputError,
                                     r"output folder is a file"),
+    "output folder below a file": Kind(corpus.output_below_a_file, WRITE, OutputError,
+                                       r"Not a directory"),
     "convert into the input DICOM folder": Kind(corpus.output_inside_dicom_input,
                                                 CONVERT_INTO_INPUT, OutputError,
                                                 r"inside the input folder", library=False),
@@ -309,15 +315,17 @@ def test_cli_plan_reports_exclusions(name: str, tmp_path: Path, capsys,
 
 
 def test_empty_label_case_is_sampled_without_foreground(tmp_path: Path) -> None:
-    """A kept case with no foreground: foreground-centred sampling falls back to random."""
+    """A kept case with no foreground: foreground-centred sampling falls back to random
+    patches instead of failing."""
     built = corpus.empty_label_in_dataset(tmp_path)
     case = next(c for c in load_dataset(built.path).cases if c.case_id == built.case)
     plan = tiny_plan(labels={0: "background", 1: "left", 2: "right"})
     pre = preprocess_case(*read_case(case), plan)
     source = InMemorySource(pre.image, pre.label)
-    settings = SamplerSettings.from_config(plan.to_dict()["configurations"]["3d"])
-    image, label = sample_patch(source, built.case, settings, True, np.random.default_rng(0))
-    assert image.shape[1:] == label.shape[1:] == (8, 8, 8)
+    config = plan.to_dict()["configurations"]["3d"]
+    settings = SamplerSettings.from_config(config, foreground_fraction=1.0)
+    image, label = make_batch(source, [built.case], settings, np.random.default_rng(0))
+    assert image.shape[2:] == label.shape[2:] == (8, 8, 8)
     assert not label.any()
 
 

@@ -177,6 +177,16 @@ def _dicom_bytes() -> tuple[bytes, dict[str, tuple[int, int, int]], list[bytes]]
 DICOM, DICOM_LAYOUT, SERIES = _dicom_bytes()
 
 
+def _enhanced_bytes() -> bytes:
+    """A 4-frame enhanced MR file (positions in per-frame functional groups)."""
+    path = Path(tempfile.mkdtemp(prefix="medseg-fuzz-enhanced-")) / "enhanced.dcm"
+    array = np.arange(5 * 4 * 4, dtype=np.int16).reshape(5, 4, 4)
+    return dicom_factory.write_enhanced(path, array, corpus.AFFINE).read_bytes()
+
+
+ENHANCED = _enhanced_bytes()
+
+
 def _ds_text() -> st.SearchStrategy[bytes]:
     number = st.one_of(
         st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False).map(repr),
@@ -239,3 +249,14 @@ def test_fuzzed_dicom_raises_only_documented_errors(
     for i, good in enumerate(SERIES):
         (folder / f"IM{i:04d}.dcm").write_bytes(data if i == 1 else good)
     read_only_documented_errors(folder if in_series else folder / "IM0001.dcm")
+
+
+@pytest.mark.timeout(120)
+@FUZZ
+@given(flips=bit_flips(len(ENHANCED)), cut=st.one_of(st.none(), st.integers(0, len(ENHANCED))))
+def test_fuzzed_enhanced_dicom_raises_only_documented_errors(
+    scratch: Path, flips: list[int], cut: int | None
+) -> None:
+    path = scratch / "enhanced.dcm"
+    path.write_bytes(mutate(ENHANCED, [], flips, cut))
+    read_only_documented_errors(path)

@@ -62,6 +62,13 @@ def test_budget_fit_uses_measured_times() -> None:
     assert fit_total_epochs(60, 70, [35, 35], [], 5) == 2  # over budget: stop now
 
 
+def test_budget_total_only_shrinks_in_the_second_half() -> None:
+    # 10 s epochs, 600 s budget: 59 epochs fit
+    assert fit_total_epochs(600, 25, [12, 10], [], 5, current_total=40) == 59  # early: grow
+    assert fit_total_epochs(600, 25, [12, 10], [], 5, current_total=4) == 4  # late: keep
+    assert fit_total_epochs(60, 70, [35, 35], [], 5, current_total=4) == 2  # late: shrink
+
+
 def test_dice_per_class_hand_computed() -> None:
     truth = np.array([0, 1, 1, 1, 2, 2, 0, 0])
     pred = np.array([0, 1, 1, 0, 2, 0, 2, 0])
