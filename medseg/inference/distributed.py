@@ -129,12 +129,11 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     import dask
 
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
     with dask.config.set(local_worker_environment(workers)), \
             dd.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=dashboard) as cluster, \
-            dd.Client(cluster) as client:
-        if dashboard:
+                            dashboard_address=":0") as cluster, \
+            dd.Client(cluster) as client:  # ":0": a free port, no clash with other clusters
+        if importlib.util.find_spec("bokeh"):
             log.info("Dask dashboard: %s", client.dashboard_link)
         yield client
 

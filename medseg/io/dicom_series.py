@@ -46,9 +46,10 @@ HEAD_BYTES = 64 * 2**10  # a DICOM header nearly always fits; longer ones are re
 _DEFER_BYTES = 2048  # values larger than this (the pixel data) are read only when used
 MAX_THREADS = 8
 PARALLEL_MIN_FILES = 64  # below this, thread start-up costs more than it saves
-# what pydicom, int() and float() raise on malformed values (converted lazily, when used)
+# what pydicom, int() and float() raise on malformed values (converted lazily, when used;
+# sequences are parsed then too, hence the I/O errors)
 MALFORMED = (TypeError, ValueError, OverflowError, NotImplementedError, BytesLengthException,
-             struct.error, zlib.error)
+             OSError, EOFError, struct.error, zlib.error)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -120,7 +121,7 @@ def read_header(path: Path) -> Dataset | None:
         return None
     except PermissionError as exc:
         raise ReadError(f"cannot open file ({exc.strerror or 'permission denied'})", path) from exc
-    except (OSError, EOFError, *MALFORMED) as exc:
+    except MALFORMED as exc:
         raise ReadError(f"corrupt or truncated DICOM file ({type(exc).__name__})", path) from exc
     if not _is_dicomdir(header) and not ("SOPClassUID" in header and "SeriesInstanceUID" in header):
         # both are mandatory in every DICOM object: pydicom stops quietly at a cut-off file

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from medseg.core import Volume
@@ -32,7 +33,7 @@ from medseg.inference.jobs import Job, discover_jobs
 from medseg.inference.predictor import InferenceSettings, Predictor
 from medseg.io import write_volume
 from medseg.metrics import evaluate_folders
-from medseg.pipeline.config import PipelineConfig
+from medseg.pipeline.config import NetworkConfig, PipelineConfig
 from medseg.pipeline.holdout import LISTING_FILE, draw_holdout, split_dataset, write_holdout
 from medseg.pipeline.runner import Stage, StageContext, StageResult
 from medseg.preprocess import Plan, compute_fingerprint, plan_dataset, preprocess_dataset
@@ -97,11 +98,28 @@ def plan(ctx: StageContext) -> StageResult:
         write_json(ctx.run_dir / "fingerprint.json", fingerprint.to_dict())
         result = plan_dataset(train_set, fingerprint, memory_budget_gb=cfg.memory_budget_gb)
         outputs = (PLAN_FILE, "fingerprint.json")
+    result = with_network_changes(result, {"3d": cfg.network_3d, "2d": cfg.network_2d})
     result.save(ctx.run_dir / PLAN_FILE)
     spacing = "x".join(f"{s:g}" for s in result.target_spacing)
     patches = ", ".join(f"{name} patch {list(c.patch_size)}"
                         for name, c in result.configurations.items())
     return StageResult(outputs, f"spacing {spacing} mm; {patches}")
+
+
+def with_network_changes(plan_: Plan, changes: dict[str, NetworkConfig]) -> Plan:
+    """``plan_`` with the filters/batch size set in ``plan.network_<config>`` applied."""
+    configurations = dict(plan_.configurations)
+    for name, change in changes.items():
+        updates = {k: v for k, v in (("filters", change.filters),
+                                     ("batch_size", change.batch_size)) if v is not None}
+        if updates and name in configurations:
+            changed = replace(configurations[name], **updates)
+            try:
+                changed.check()
+            except ConfigError as exc:
+                raise ConfigError(f"plan.network_{name}: {exc}") from exc
+            configurations[name] = changed
+    return plan_.with_changes(configurations=configurations)
 
 
 def check_plan_labels(plan_: Plan, labels: dict[int, str], source: Path) -> None:

@@ -91,38 +91,42 @@ class OpenCases:
 
 def sample_patch(
     cases: OpenCases, case: str, settings: SamplerSettings, foreground: bool,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One (image, label) patch of ``case``; 2D patches drop the slice axis."""
+    rng: np.random.Generator, image_out: np.ndarray, label_out: np.ndarray,
+) -> None:
+    """Cut one patch of ``case`` into ``image_out`` (C, *box) and ``label_out`` (1, *box),
+    where the box is the patch size with a size-1 slice axis for 2D configurations."""
     image, label, fg = cases[case]
     box = patch_size_3d(settings.patch_size, settings.slice_axis)
     center = _foreground_center(fg, rng) if foreground else None
     shape = image.shape[1:]
     start = random_start(shape, box, rng) if center is None else centered_start(shape, box, center)
-    img, lab = read_patch(image, start, box, 0.0), read_patch(label, start, box, 0)
-    if settings.slice_axis is not None:
-        img, lab = img.squeeze(settings.slice_axis + 1), lab.squeeze(settings.slice_axis + 1)
-    return img, lab
+    read_patch(image, start, box, 0.0, out=image_out)
+    read_patch(label, start, box, 0, out=label_out)
 
 
 def make_batch(
     source: PatchSource | OpenCases, cases: Sequence[str], settings: SamplerSettings,
     rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A float32 image batch (B, C, *patch) and an int64 label batch (B, 1, *patch).
+    """A float32 image batch (B, C, *patch) and a uint8 label batch (B, 1, *patch).
 
     The last ``n_foreground()`` samples are centred on foreground, the rest are random.
+    Patches are written straight into the preallocated batch arrays.
     """
     opened = source if isinstance(source, OpenCases) else OpenCases(source)
     n_fg = settings.n_foreground()
     picks = rng.integers(len(cases), size=settings.batch_size)
-    pairs = [
-        sample_patch(opened, cases[int(c)], settings, i >= settings.batch_size - n_fg, rng)
-        for i, c in enumerate(picks)
-    ]
-    image = torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.float32, copy=False))
-    label = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-    return image, label
+    box = patch_size_3d(settings.patch_size, settings.slice_axis)
+    channels = opened[cases[int(picks[0])]][0].shape[0]
+    image = np.empty((settings.batch_size, channels, *box), dtype=np.float32)
+    label = np.empty((settings.batch_size, 1, *box), dtype=np.uint8)
+    for i, c in enumerate(picks):
+        sample_patch(opened, cases[int(c)], settings, i >= settings.batch_size - n_fg, rng,
+                     image[i], label[i])
+    if settings.slice_axis is not None:
+        axis = settings.slice_axis + 2
+        image, label = image.squeeze(axis), label.squeeze(axis)
+    return torch.from_numpy(image), torch.from_numpy(label)
 
 
 class PatchBatches(Dataset):

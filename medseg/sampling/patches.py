@@ -40,23 +40,27 @@ def centered_start(
 
 
 def read_patch(
-    array: np.ndarray, start: Sequence[int], patch_size: Sequence[int], pad_value: float = 0
+    array: np.ndarray, start: Sequence[int], patch_size: Sequence[int], pad_value: float = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read ``array[:, start:start+patch]`` (channel-first), padding outside the array.
 
     Only the part inside the array is sliced, so a memmapped array reads just the patch.
+    With ``out`` (shape ``(C, *patch_size)``, e.g. one sample of a preallocated batch) the
+    patch is written there and ``out`` is returned; no intermediate copies are made.
     """
     spatial = array.shape[1:]
-    inside = tuple(
-        slice(max(b, 0), min(b + p, s)) for b, p, s in zip(start, patch_size, spatial, strict=True)
-    )
-    region = np.asarray(array[(slice(None), *inside)])
-    pads = [(0, 0)] + [
-        (sl.start - b, b + p - sl.stop) for sl, b, p in zip(inside, start, patch_size, strict=True)
-    ]
-    if any(before or after for before, after in pads):
-        region = np.pad(region, pads, mode="constant", constant_values=pad_value)
-    return region
+    src, dst = [], []
+    for b, p, s in zip(start, patch_size, spatial, strict=True):
+        lo, hi = max(b, 0), min(b + p, s)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - b, hi - b))
+    if out is None:
+        out = np.empty((array.shape[0], *patch_size), dtype=array.dtype)
+    if any(d.start > 0 or d.stop < p for d, p in zip(dst, patch_size, strict=True)):
+        out.fill(pad_value)
+    out[(slice(None), *dst)] = array[(slice(None), *src)]
+    return out
 
 
 def patch_size_3d(patch_size: Sequence[int], slice_axis: int | None) -> tuple[int, ...]:

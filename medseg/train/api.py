@@ -22,7 +22,7 @@ from medseg.sampling.loader import (
     SamplerSettings,
     make_loader,
 )
-from medseg.train.distributed import SINGLE_PROCESS, DistContext
+from medseg.train.distributed import SINGLE_PROCESS, DistContext, check_launch
 from medseg.train.loop import Progress, Session, fit, restore
 from medseg.train.loss import build_loss
 from medseg.train.optim import OptimSettings, autocast_dtype, build_optimizer
@@ -183,6 +183,7 @@ def train_fold(
     :func:`medseg.train.distributed.init_distributed`) trains data-parallel under torchrun.
     """
     started = time.perf_counter()
+    check_launch(dist)
     run_dir = Path(run_dir)
     plan = Plan.load(run_dir / "plan.json")
     cache = open_cache(run_dir)

@@ -140,6 +140,16 @@ def torchrun_environment(env: Mapping[str, str] | None = None) -> DistContext | 
     return DistContext(rank, world, local, local_world)
 
 
+def check_launch(context: DistContext, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a single-process context in a multi-process torchrun job: every rank would
+    train alone and write the same files."""
+    layout = torchrun_environment(env)
+    if not context.is_distributed and layout is not None and layout.world_size > 1:
+        raise ConfigError(f"launched by torchrun with {layout.world_size} processes, but "
+                          "only `medseg train` trains data-parallel; run other commands "
+                          "without torchrun")
+
+
 def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None
                      ) -> DistContext:
     """Join the torchrun process group: NCCL when ``device`` is CUDA, else gloo.

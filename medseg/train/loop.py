@@ -87,7 +87,7 @@ def train_step(session: Session, batch: dict[str, torch.Tensor], lr: float) -> f
     """One optimiser step on a batch; returns the loss."""
     set_lr(session.optimizer, lr)
     image = batch["image"].to(session.device, non_blocking=True)
-    label = batch["label"].to(session.device, non_blocking=True)
+    label = batch["label"].to(session.device, non_blocking=True).long()  # uint8 on the wire
     with torch.autocast(session.device.type, dtype=session.amp_dtype,
                         enabled=session.amp_dtype is not None):
         output = session.model(image)

@@ -49,6 +49,22 @@ def inputs(tmp_path: Path, volume_factory) -> Path:
     return folder
 
 
+def fail_first_attempts(marker_dir: str) -> None:
+    """Run on each worker: the first attempt at every case raises (one marker per case)."""
+    import medseg.inference.distributed as module
+
+    predict = module.predict_one
+
+    def flaky(predictor, job, out_dir, options):
+        marker = Path(marker_dir) / job.name
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError("simulated worker trouble")
+        return predict(predictor, job, out_dir, options)
+
+    module.predict_one = flaky
+
+
 def test_missing_dask_is_an_input_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import fails
     with pytest.raises(InputError, match=r"medseg\[distributed\]"):
@@ -86,6 +102,9 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
         assert len(client.scheduler_info()["workers"]) == 2
         remote = predict_batch_distributed(spec, jobs, tmp_path / "dask", options, client)
         loads = client.run(models_loaded)
+        (tmp_path / "attempts").mkdir()
+        client.run(fail_first_attempts, str(tmp_path / "attempts"))
+        retried = predict_batch_distributed(spec, jobs, tmp_path / "retried", options, client)
     assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1  # once per worker
 
     assert [r.name for r in remote] == [job.name for job in jobs]  # job order kept
@@ -103,6 +122,12 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
             next(r for r in local if r.name == name).voxels
     assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == \
         sorted(f"{n}.nii.gz" for n in GEOMETRIES)  # no temporaries, nothing for the failure
+
+    # Every case failed once on a worker: retried once, the good ones succeed.
+    assert {r.name: r.status for r in retried} == {r.name: r.status for r in local}
+    assert "broken.nii.gz" in (next(r for r in retried if r.name == "broken").error or "")
+    attempted = sorted(p.name for p in (tmp_path / "attempts").iterdir())
+    assert attempted == sorted(job.name for job in jobs)
 
     # The CLI path: skips what exists, prints the same summary table, exit code 3.
     (tmp_path / "dask" / "ras.nii.gz").unlink()

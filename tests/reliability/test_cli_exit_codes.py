@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medseg.cli.main import main
-from medseg.core.errors import EXIT_BAD_INPUT, EXIT_PARTIAL
+from medseg.core.errors import EXIT_BAD_INPUT, EXIT_PARTIAL, CheckpointError
+from medseg.models import load_checkpoint
 from tests.inference.helpers import tiny_plan, write_run
-from tests.reliability import corpus
+from tests.reliability import corpus, corpus_data
 from tests.reliability.test_corpus import KINDS
 
 # kinds where nibabel logs, pydicom parses a broken value, and torch refuses a pickle
@@ -32,7 +34,7 @@ def test_cli_process_prints_exactly_one_line(name: str, tmp_path: Path) -> None:
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert result.stderr.startswith("medseg: error: "), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
-    assert not (tmp_path / corpus.CODE_RAN_MARKER).exists()
+    assert not (tmp_path / corpus_data.CODE_RAN_MARKER).exists()
 
 
 def test_batch_with_bad_cases_exits_3_and_keeps_good_outputs(tmp_path: Path, capsys) -> None:
@@ -52,3 +54,16 @@ def test_batch_with_bad_cases_exits_3_and_keeps_good_outputs(tmp_path: Path, cap
     assert any("four_d.nii.gz: image has 3 channel(s), the plan expects 1" in f for f in failures)
     assert any("noise.nii.gz: cannot read NIfTI file" in f for f in failures)
     assert "failed: four_d, noise" in captured.out
+
+
+def test_code_running_checkpoint_is_a_real_threat(tmp_path: Path) -> None:
+    """Unpickled without ``weights_only`` the corpus checkpoint does run code (so the corpus
+    kind proves something), while medseg's loader refuses it."""
+    built = corpus_data.checkpoint_runs_code(tmp_path)
+    torch.load(built.path, weights_only=False)
+    marker = tmp_path / corpus_data.CODE_RAN_MARKER
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(built.path)
+    assert not marker.exists()

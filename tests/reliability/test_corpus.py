@@ -35,6 +35,7 @@ from medseg.core.errors import (
     OutputError,
     ReadError,
 )
+from medseg.core.paths import ensure_outside_inputs
 from medseg.data import load_dataset, read_case, validate_dataset
 from medseg.inference.batch import BatchOptions, check_outputs
 from medseg.inference.jobs import discover_jobs
@@ -44,7 +45,7 @@ from medseg.pipeline import load_config, run_pipeline
 from medseg.preprocess.case import preprocess_case
 from medseg.sampling.loader import SamplerSettings, make_batch
 from tests.inference.helpers import tiny_plan, write_run
-from tests.reliability import corpus
+from tests.reliability import corpus, corpus_data
 from tests.reliability.corpus import Built
 
 
@@ -69,11 +70,10 @@ def _model(tmp: Path) -> Path:
 
 READ = Action(lambda b, _: read_volume(b.path),
               lambda b, tmp: ["convert", str(b.path), str(tmp / "converted.nii.gz")])
-VALIDATE = Action(
+DATASET = Action(  # loading errors raise; bad cases are excluded by the validation
     lambda b, _: validate_dataset(load_dataset(b.path), progress=False),
     lambda b, tmp: ["plan", str(b.path), "--out", str(tmp / "run")],
 )
-LOAD_DATASET = VALIDATE
 PIPELINE = Action(lambda b, _: load_config(b.path), lambda b, _: ["run", str(b.path)])
 PIPELINE_RUN = Action(lambda b, _: run_pipeline(b.path), lambda b, _: ["run", str(b.path)])
 CHECKPOINT = Action(
@@ -86,7 +86,7 @@ WRITE = Action(
     lambda b, tmp: ["convert", str(_good_image(tmp)), str(b.path)],
 )
 CONVERT_INTO_INPUT = Action(
-    lambda b, _: None,  # the library writer has no notion of inputs: checked by the CLIs
+    lambda b, _: ensure_outside_inputs(b.path, [b.path.parents[1]]),  # what convert calls
     lambda b, _: ["convert", str(b.path.parents[1]), str(b.path)],
 )
 PREDICT_INTO = Action(
@@ -110,7 +110,6 @@ class Kind:
     error: type[MedsegError] | None
     match: str
     locked: bool = False  # made unreadable before the action
-    library: bool = True  # False: only a CLI refuses it (see CONVERT_INTO_INPUT)
 
 
 DENIED = r"cannot open file \(Permission denied\)"
@@ -170,61 +169,60 @@ KINDS: dict[str, Kind] = {
                                   r"no DICOM images found"),
     "empty folder": Kind(corpus.empty_folder, READ, ReadError, r"folder is empty"),
     # datasets: handled by validation (the broken case is excluded with a reason, or kept)
-    "NaN/Inf image in training set": Kind(corpus.nan_image_in_dataset, VALIDATE, None,
+    "NaN/Inf image in training set": Kind(corpus_data.nan_image_in_dataset, DATASET, None,
                                           r"NaN/Inf voxel"),
-    "label values not in dataset": Kind(corpus.undeclared_label_values, VALIDATE, None,
+    "label values not in dataset": Kind(corpus_data.undeclared_label_values, DATASET, None,
                                         r"label values \[7\] not among declared"),
-    "label shape differs from image": Kind(corpus.label_on_other_grid, VALIDATE, None,
+    "label shape differs from image": Kind(corpus_data.label_on_other_grid, DATASET, None,
                                            r"label grid differs"),
-    "label affine differs from image": Kind(corpus.label_shifted_grid, VALIDATE, None,
+    "label affine differs from image": Kind(corpus_data.label_shifted_grid, DATASET, None,
                                             r"label grid differs"),
-    "image with no label": Kind(corpus.image_without_label, VALIDATE, None, r"missing label"),
-    "label file missing": Kind(corpus.label_file_missing, VALIDATE, None, r"missing file"),
-    "4D label": Kind(corpus.four_d_label, VALIDATE, None, r"label has 2 channels"),
-    "4D image, 3D expected": Kind(corpus.four_d_image_mono_modal, VALIDATE, None,
+    "image with no label": Kind(corpus_data.image_without_label, DATASET, None, r"missing label"),
+    "label file missing": Kind(corpus_data.label_file_missing, DATASET, None, r"missing file"),
+    "4D label": Kind(corpus_data.four_d_label, DATASET, None, r"label has 2 channels"),
+    "4D image, 3D expected": Kind(corpus_data.four_d_image_mono_modal, DATASET, None,
                                   r"image has 3 channels but the dataset declares 1"),
-    "empty label (no foreground)": Kind(corpus.empty_label_in_dataset, VALIDATE, None, ""),
+    "empty label (no foreground)": Kind(corpus_data.empty_label_in_dataset, DATASET, None, ""),
     # dataset descriptions
-    "dataset.json not JSON": Kind(corpus.dataset_json_not_json, LOAD_DATASET, DatasetError,
+    "dataset.json not JSON": Kind(corpus_data.dataset_json_not_json, DATASET, DatasetError,
                                   r"cannot read dataset description"),
-    "dataset.json missing keys": Kind(corpus.dataset_json_missing_keys, LOAD_DATASET,
+    "dataset.json missing keys": Kind(corpus_data.dataset_json_missing_keys, DATASET,
                                       DatasetError, r"needs a non-empty 'labels'"),
-    "dataset.json bad training entry": Kind(corpus.dataset_json_bad_training_entry,
-                                            LOAD_DATASET, DatasetError, r"bad training entry"),
+    "dataset.json bad training entry": Kind(corpus_data.dataset_json_bad_training_entry,
+                                            DATASET, DatasetError, r"bad training entry"),
     # pipeline files
-    "pipeline unknown key": Kind(corpus.pipeline_unknown_key, PIPELINE, ConfigError,
+    "pipeline unknown key": Kind(corpus_data.pipeline_unknown_key, PIPELINE, ConfigError,
                                  r"unknown key \(did you mean 'epochs'\?\)"),
-    "pipeline not a mapping": Kind(corpus.pipeline_not_a_mapping, PIPELINE, ConfigError,
+    "pipeline not a mapping": Kind(corpus_data.pipeline_not_a_mapping, PIPELINE, ConfigError,
                                    r"mapping"),
-    "pipeline invalid YAML": Kind(corpus.pipeline_bad_yaml, PIPELINE, ConfigError, r"YAML"),
-    "pipeline run folder inside dataset": Kind(corpus.pipeline_run_inside_dataset,
+    "pipeline invalid YAML": Kind(corpus_data.pipeline_bad_yaml, PIPELINE, ConfigError, r"YAML"),
+    "pipeline run folder inside dataset": Kind(corpus_data.pipeline_run_inside_dataset,
                                                PIPELINE_RUN, OutputError,
                                                r"inside the input folder"),
     # checkpoints
-    "checkpoint random bytes": Kind(corpus.checkpoint_random_bytes, CHECKPOINT,
+    "checkpoint random bytes": Kind(corpus_data.checkpoint_random_bytes, CHECKPOINT,
                                     CheckpointError, r"cannot read checkpoint"),
-    "checkpoint foreign torch file": Kind(corpus.checkpoint_foreign_dict, CHECKPOINT,
+    "checkpoint foreign torch file": Kind(corpus_data.checkpoint_foreign_dict, CHECKPOINT,
                                           CheckpointError, r"not a medseg-checkpoint-v1 file"),
-    "checkpoint that runs code": Kind(corpus.checkpoint_runs_code, CHECKPOINT, CheckpointError,
+    "checkpoint that runs code": Kind(corpus_data.checkpoint_runs_code, CHECKPOINT, CheckpointError,
                                       r"cannot read checkpoint.*[Ww]eights.only"),
-    "checkpoint of other labels": Kind(corpus.checkpoint_other_plan, CHECKPOINT,
+    "checkpoint of other labels": Kind(corpus_data.checkpoint_other_plan, CHECKPOINT,
                                        CheckpointError, r"labels differ"),
-    "checkpoint of other channels": Kind(corpus.checkpoint_other_channels, CHECKPOINT,
+    "checkpoint of other channels": Kind(corpus_data.checkpoint_other_channels, CHECKPOINT,
                                          CheckpointError, r"channels differ"),
     # outputs
-    "output folder is a file": Kind(corpus.output_folder_is_file, WRITE, OutputError,
+    "output folder is a file": Kind(corpus_data.output_folder_is_file, WRITE, OutputError,
                                     r"output folder is a file"),
-    "output folder below a file": Kind(corpus.output_below_a_file, WRITE, OutputError,
+    "output folder below a file": Kind(corpus_data.output_below_a_file, WRITE, OutputError,
                                        r"Not a directory"),
-    "convert into the input DICOM folder": Kind(corpus.output_inside_dicom_input,
+    "convert into the input DICOM folder": Kind(corpus_data.output_inside_dicom_input,
                                                 CONVERT_INTO_INPUT, OutputError,
-                                                r"inside the input folder", library=False),
-    "predict into the input DICOM folder": Kind(corpus.output_inside_dicom_input, PREDICT_INTO,
+                                                r"inside the input folder"),
+    "predict into the input DICOM folder": Kind(corpus_data.output_inside_dicom_input, PREDICT_INTO,
                                                 OutputError, r"inside the input folder"),
 }
 
 ERRORS = [name for name, kind in KINDS.items() if kind.error is not None]
-LIBRARY_ERRORS = [name for name in ERRORS if KINDS[name].library]
 HANDLED = [name for name, kind in KINDS.items() if kind.error is None]
 
 
@@ -261,7 +259,7 @@ def build(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[K
     return kind, built
 
 
-@pytest.mark.parametrize("name", LIBRARY_ERRORS)
+@pytest.mark.parametrize("name", ERRORS)
 def test_library_raises_documented_error(name: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     kind, built = build(name, tmp_path, monkeypatch)
@@ -271,7 +269,7 @@ def test_library_raises_documented_error(name: str, tmp_path: Path,
     message = str(info.value)
     assert re.search(kind.match, message, re.S), message
     assert built.names in message, message
-    assert not (tmp_path / corpus.CODE_RAN_MARKER).exists()
+    assert not (tmp_path / corpus_data.CODE_RAN_MARKER).exists()
 
 
 @pytest.mark.parametrize("name", ERRORS)
@@ -317,7 +315,7 @@ def test_cli_plan_reports_exclusions(name: str, tmp_path: Path, capsys,
 def test_empty_label_case_is_sampled_without_foreground(tmp_path: Path) -> None:
     """A kept case with no foreground: foreground-centred sampling falls back to random
     patches instead of failing."""
-    built = corpus.empty_label_in_dataset(tmp_path)
+    built = corpus_data.empty_label_in_dataset(tmp_path)
     case = next(c for c in load_dataset(built.path).cases if c.case_id == built.case)
     plan = tiny_plan(labels={0: "background", 1: "left", 2: "right"})
     pre = preprocess_case(*read_case(case), plan)

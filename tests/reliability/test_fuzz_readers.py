@@ -32,6 +32,7 @@ from tests.io import dicom_factory
 from tests.reliability import corpus
 
 EXAMPLES = int(os.environ.get("MEDSEG_FUZZ_EXAMPLES", "0"))
+TIMEOUT_S = 120 + EXAMPLES // 10  # per test: a hang fails it instead of stalling the suite
 FUZZ = settings(
     max_examples=EXAMPLES or 300,
     derandomize=not EXAMPLES,
@@ -114,7 +115,7 @@ def read_only_documented_errors(path: Path) -> None:
     assert volume.array.ndim == 4 and np.all(np.isfinite(volume.affine))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(
     overwrites=st.lists(nifti_overwrite(), max_size=3),
@@ -132,7 +133,7 @@ def test_fuzzed_nifti_raises_only_documented_errors(
     read_only_documented_errors(path)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(data=st.binary(max_size=2048), compress=st.booleans())
 def test_random_bytes_as_nifti(scratch: Path, data: bytes, compress: bool) -> None:
@@ -231,7 +232,7 @@ def splice(data: bytes, layout: dict[str, tuple[int, int, int]],
     return bytes(buf)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(
     overwrites=st.lists(dicom_overwrite(), max_size=3),
@@ -251,7 +252,7 @@ def test_fuzzed_dicom_raises_only_documented_errors(
     read_only_documented_errors(folder if in_series else folder / "IM0001.dcm")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT_S)
 @FUZZ
 @given(flips=bit_flips(len(ENHANCED)), cut=st.one_of(st.none(), st.integers(0, len(ENHANCED))))
 def test_fuzzed_enhanced_dicom_raises_only_documented_errors(

@@ -16,6 +16,7 @@ from medseg.core import Volume
 from medseg.core.errors import EXIT_BAD_INPUT, EXIT_OK, OutputError
 from medseg.core.paths import ensure_outside_inputs
 from medseg.io import write_volume
+from tests.conftest import make_affine, sphere_label
 from tests.data.synthetic import write_decathlon
 from tests.io import dicom_factory
 from tests.reliability import corpus
@@ -34,8 +35,8 @@ def fingerprint(root: Path) -> dict[str, tuple[str, int, int]]:
 def write_dicom_series(folder: Path) -> Path:
     """A 16x16x16 int16 MR series with a bright ball, for prediction from DICOM."""
     shape = (16, 16, 16)
-    array = (1000 + 500 * corpus.sphere_label(shape).astype(np.int16)).astype(np.int16)
-    dicom_factory.write_series(folder, array, corpus.make_affine((1, 1, 1), "LPS"))
+    array = (1000 + 500 * sphere_label(shape).astype(np.int16)).astype(np.int16)
+    dicom_factory.write_series(folder, array, make_affine((1, 1, 1), "LPS"))
     return folder
 
 

@@ -56,7 +56,7 @@ def test_case_smaller_than_patch_is_padded_and_whole() -> None:
     settings = SamplerSettings((16, 16, 16), batch_size=4)
     image, label = make_batch(cache, cache.case_ids, settings, np.random.default_rng(0))
     assert image.shape == (4, 1, 16, 16, 16) and label.shape == (4, 1, 16, 16, 16)
-    assert image.dtype == torch.float32 and label.dtype == torch.int64
+    assert image.dtype == torch.float32 and label.dtype == torch.uint8
     total = sum(int((cache.label(c) > 0).sum()) for c in cache.case_ids)
     assert all(int((lab > 0).sum()) in {int((cache.label(c) > 0).sum()) for c in cache.case_ids}
                for lab in label) and total > 0

@@ -20,7 +20,12 @@ from medseg.data import Case, Dataset
 from medseg.io import write_volume
 from medseg.models import load_checkpoint
 from medseg.preprocess import preprocess_dataset
-from medseg.train.distributed import SINGLE_PROCESS, torchrun_environment, unwrap
+from medseg.train.distributed import (
+    SINGLE_PROCESS,
+    check_launch,
+    torchrun_environment,
+    unwrap,
+)
 from tests.sampling.synthetic import sphere_cases, sphere_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +58,14 @@ def test_torchrun_environment_is_parsed_and_checked() -> None:
         torchrun_environment({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
     with pytest.raises(ConfigError, match="invalid"):
         torchrun_environment({"RANK": "x", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+
+
+def test_single_process_training_refuses_a_multi_process_launch() -> None:
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    with pytest.raises(ConfigError, match="only `medseg train`"):
+        check_launch(SINGLE_PROCESS, env)
+    check_launch(SINGLE_PROCESS, {})  # a plain process
+    check_launch(SINGLE_PROCESS, {**env, "WORLD_SIZE": "1", "RANK": "0"})
 
 
 # --- torchrun, two gloo ranks ---------------------------------------------------------------
