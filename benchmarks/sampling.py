@@ -3,8 +3,9 @@ medseg's loader and for MONAI ``CacheDataset`` + ``RandCropByPosNegLabeld``, in 
 
     python benchmarks/sampling.py [--run-dir DIR] [--batches 60] [--workers 2] [--repeats 3]
 
-Both sides read the same preprocessed cases (medseg's cache; MONAI's CacheDataset holds
-them in memory after a cache pass that is not timed), draw patches of the plan's 3D patch
+Both sides read the same preprocessed cases (medseg's cache, opened as memmaps before the
+workers fork; MONAI's CacheDataset holds them in memory after its cache pass; neither
+preparation is timed), draw patches of the plan's 3D patch
 size with one third centred on foreground, and batch them with the same DataLoader
 settings (batch size, worker processes). "aug on" adds on both sides: mirroring on all
 axes, rotation and scaling (p 0.2 each), brightness, contrast, gamma, noise and blur.
@@ -76,6 +77,7 @@ def medseg_times(cache, cases, settings, augment, batches, workers, repeats
     times = []
     for r in range(repeats):
         data = PatchBatches(cache, cases, settings, AugmentSettings() if augment else None, r)
+        data.open_all()  # the counterpart of CacheDataset's (untimed) cache pass
         loader = medseg_loader(data, EpochSampler(batches + 2), num_workers=workers)
         times.append(time_batches(loader, batches))
     return times

@@ -129,6 +129,9 @@ def slice_layout(
     ``name`` (the series) is used in error messages; ``single_slice_step`` is the k spacing
     used when there is only one frame.
     """
+    bad_spacing = [f.pixel_spacing for f in frames if min(f.pixel_spacing) <= 0]
+    if bad_spacing:
+        raise GeometryError(f"{name}: PixelSpacing must be positive: {list(bad_spacing[0])}")
     _check_uniform(frames, name)
     first = frames[0]
     row, col = _unit_cosines(first.orientation, name)
@@ -138,8 +141,6 @@ def slice_layout(
     positions = positions[order]
     sorted_frames = tuple(frames[i] for i in order)
     row_spacing, col_spacing = first.pixel_spacing
-    if min(row_spacing, col_spacing) <= 0:
-        raise GeometryError(f"{name}: PixelSpacing must be positive: {list(first.pixel_spacing)}")
     if len(frames) == 1:
         step = float(single_slice_step)
     else:

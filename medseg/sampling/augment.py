@@ -89,6 +89,28 @@ def spatial_matrices(
     return mats, rotate | scale
 
 
+def affine_grid(theta: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``F.affine_grid(theta, (N, 1, *shape), align_corners=False)`` by broadcasting.
+
+    Each output coordinate is a sum of per-axis 1D terms, which is ~4x faster on CPU than
+    torch's batched matrix product over every voxel (measured on 40x56x40 patches).
+    """
+    n, d = theta.shape[0], len(shape)
+    ones = [1] * d
+    axes = [
+        ((torch.arange(size, dtype=theta.dtype, device=theta.device) * 2 + 1) / size - 1)
+        .view(*[size if i == a else 1 for i in range(d)])
+        for a, size in enumerate(shape)
+    ][::-1]  # grid coordinates are ordered (x, y, z) = last array axis first
+    grid = torch.empty(n, *shape, d, dtype=theta.dtype, device=theta.device)
+    for k in range(d):
+        component = theta[:, k, d].view(n, *ones).expand(n, *shape).clone()
+        for j in range(d):
+            component += theta[:, k, j].view(n, *ones) * axes[j]
+        grid[..., k] = component
+    return grid
+
+
 def _elastic_offsets(
     n: int, shape: tuple[int, ...], magnitude: float, g: torch.Generator
 ) -> torch.Tensor:
@@ -113,7 +135,7 @@ def augment_spatial(
     elastic = _chosen(n, settings.p_elastic, g)
     idx = _indices(moved | elastic)
     if len(idx):
-        grid = F.affine_grid(mats[idx].to(image.device), [len(idx), 1, *shape], align_corners=False)
+        grid = affine_grid(mats[idx].to(image.device), shape)
         if elastic.any():
             offsets = _elastic_offsets(len(idx), shape, settings.elastic_magnitude, g)
             grid = grid + offsets.to(grid.device) * elastic[idx].view(-1, *[1] * (len(shape) + 1))

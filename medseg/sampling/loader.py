@@ -76,6 +76,14 @@ class OpenCases:
         self._open: OrderedDict[str, tuple[np.ndarray, np.ndarray, Mapping[int, np.ndarray]]]
         self._open = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the open cases (spawned workers reopen them; pickling a memmap
+        would copy the whole array)."""
+        return {**self.__dict__, "_open": OrderedDict()}
+
     def __getitem__(self, case: str) -> tuple[np.ndarray, np.ndarray, Mapping[int, np.ndarray]]:
         """(image memmap, label memmap, foreground locations) of ``case``."""
         if case in self._open:
@@ -138,6 +146,12 @@ class PatchBatches(Dataset):
             raise ValueError("no training cases to sample from")
         self.opened, self.cases, self.settings = OpenCases(source), list(cases), settings
         self.augment, self.seed = augment, seed
+
+    def open_all(self) -> None:
+        """Open every case now (up to the LRU size), e.g. before workers fork, so they
+        inherit the open memmaps instead of each opening them again."""
+        for case in self.cases[: self.opened.max_open]:
+            self.opened[case]
 
     def __len__(self) -> int:
         return 2**62  # batches are addressed by index; EpochSampler picks the range

@@ -113,6 +113,7 @@ def build_session(
     sampler_settings = SamplerSettings.from_config(config, settings.foreground_fraction)
     batches = PatchBatches(source, train_cases, sampler_settings, settings.augment,
                            dist.sampler_seed(settings.seed))
+    batches.open_all()  # loader workers fork with the cases already open
     sampler = EpochSampler(settings.iterations_per_epoch)
     loader = make_loader(batches, sampler,
                          _workers(settings.num_workers, device, dist.local_world_size),

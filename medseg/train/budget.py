@@ -2,10 +2,10 @@
 
 The first epoch runs with a provisional epoch count (the poly LR barely moves in it);
 after every epoch the total is re-fitted from the measured epoch and validation times,
-so the schedule reaches zero when the time is spent. In the second half of the schedule
-the total can only shrink (the LR then only ever decreases); a machine that speeds up late
-leaves some budget unused rather than restarting the decay. Times are stored in the
-checkpoint, so a resumed run keeps the remaining budget.
+so the schedule reaches zero when the time is spent. When the count changes, the poly
+decay is re-anchored at the current LR (``loop.change_total_epochs``): the LR stays
+continuous and decreasing whether the machine slows down or speeds up. Times are stored
+in the checkpoint, so a resumed run keeps the remaining budget.
 """
 
 from __future__ import annotations
@@ -32,15 +32,13 @@ def fit_total_epochs(
     validation_seconds: Sequence[float],
     validate_every: int,
     validation_guess_s: float = 0.0,
-    current_total: int = PROVISIONAL_EPOCHS,
 ) -> int:
     """Total epochs that fit the budget given ``len(epoch_seconds)`` epochs done.
 
     ``epoch_seconds`` are training times per epoch (checkpointing included);
     ``validation_seconds`` are the durations of the validations run so far
     (``validation_guess_s`` stands in before the first one). One final validation is
-    reserved. Past half of ``current_total`` the total may only shrink: extending it then
-    would raise the already decayed learning rate again.
+    reserved.
     """
     done = len(epoch_seconds)
     if done == 0:
@@ -48,7 +46,4 @@ def fit_total_epochs(
     val = statistics.mean(validation_seconds) if validation_seconds else validation_guess_s
     per_epoch = epoch_estimate(epoch_seconds) + (val / validate_every if validate_every else 0.0)
     remaining = budget_s - elapsed_s - val
-    fitted = done + max(0, math.floor(remaining / per_epoch))
-    if current_total != PROVISIONAL_EPOCHS and 2 * done >= current_total:
-        return min(fitted, current_total)
-    return fitted
+    return done + max(0, math.floor(remaining / per_epoch))

@@ -47,6 +47,8 @@ class Progress:
     epoch_seconds: list[float] = field(default_factory=list)
     validation_seconds: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    lr_anchor_epoch: int = 0  # the poly decay runs from (anchor epoch, anchor LR) to the end
+    lr_anchor: float | None = None  # None: the initial LR
 
 
 @dataclass
@@ -77,10 +79,25 @@ class Session:
 
 
 def lr_at(session: Session, progress: Progress, iteration: int) -> float:
-    """Poly LR at ``iteration`` of the current epoch (per-step schedule)."""
+    """Poly LR at ``iteration`` of the current epoch (per-step schedule).
+
+    The decay runs from the anchor (the start, or the last change of the epoch count under
+    a time budget) to the end, so the LR stays continuous and decreasing when the budget
+    fit changes the number of epochs.
+    """
     per_epoch = session.sampler.batches_per_epoch
-    done = progress.epoch * per_epoch + iteration
-    return poly_lr(session.initial_lr, done / (progress.total_epochs * per_epoch))
+    start = progress.lr_anchor_epoch * per_epoch
+    done = progress.epoch * per_epoch + iteration - start
+    anchor = session.initial_lr if progress.lr_anchor is None else progress.lr_anchor
+    return poly_lr(anchor, done / max(progress.total_epochs * per_epoch - start, 1))
+
+
+def change_total_epochs(session: Session, progress: Progress, total: int) -> None:
+    """Set a new epoch count, re-anchoring the decay at the next step's current LR."""
+    if total != progress.total_epochs:
+        progress.lr_anchor = lr_at(session, progress, 0)
+        progress.lr_anchor_epoch = progress.epoch
+        progress.total_epochs = total
 
 
 def train_step(session: Session, batch: dict[str, torch.Tensor], lr: float) -> float:
@@ -209,8 +226,8 @@ def fit(session: Session, progress: Progress, clock: Callable[[], float] = time.
                 fitted = max(progress.epoch, fit_total_epochs(
                     progress.budget_s, progress.elapsed_s, progress.epoch_seconds,
                     progress.validation_seconds, session.validate_every,
-                    validation_guess(session, progress), progress.total_epochs))
-                progress.total_epochs = session.dist.broadcast(fitted)  # rank 0 decides
+                    validation_guess(session, progress)))
+                change_total_epochs(session, progress, session.dist.broadcast(fitted))
             result = run_validation(session, progress) \
                 if main and should_validate(session, progress) else None
             if result is not None:

@@ -342,3 +342,14 @@ class InMemorySource:
 
     def foreground(self, case: str) -> dict[int, np.ndarray]:
         return {1: np.zeros((0, 3), np.int32), 2: np.zeros((0, 3), np.int32)}
+
+
+def test_interleaved_series_are_separated_by_selector(tmp_path: Path) -> None:
+    """Refused without a selector (above); with one, each series gets only its own files."""
+    built = corpus.dicom_two_series_interleaved(tmp_path)
+    first = read_volume(built.path, series=corpus.SERIES_UID)
+    second = read_volume(built.path, series="second")
+    assert first.meta["series_uid"] == corpus.SERIES_UID
+    assert second.meta["series_uid"] == corpus.SERIES_UID + ".2"
+    assert first.spatial_shape[2] == second.spatial_shape[2] == 4
+    assert not set(first.meta["dicom_files"]) & set(second.meta["dicom_files"])

@@ -1,7 +1,7 @@
-"""Crash safety: ``medseg train`` and ``medseg predict`` killed with SIGKILL mid-way, then
-re-run. Training resumes from its last checkpoint and ends with the right epoch count;
-prediction finishes the remaining cases. Every file under a final name loads; only
-hidden temporary files (``.<name>.<random>.tmp...``) may be left by the kill.
+"""Crash safety: ``medseg train`` and ``medseg predict`` killed with SIGKILL (or stopped
+with Ctrl-C) mid-way, then re-run. Training resumes from its last checkpoint and ends
+with the right epoch count; prediction finishes the remaining cases. Every file under a
+final name loads; only hidden temporary files (``.<name>.<random>.tmp...``) may be left.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 from medseg.cli.main import main
 from medseg.core import Volume
+from medseg.core.errors import EXIT_INTERRUPTED
 from medseg.io import read_volume, write_volume
 from tests.conftest import make_affine, sphere_label
 from tests.data.synthetic import write_decathlon
@@ -41,22 +42,30 @@ def environment() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
 
 
-def run_until(command: list[str], ready: Callable[[], bool], timeout: float = 60) -> int:
-    """Start ``command``, SIGKILL it as soon as ``ready()``; returns its exit status."""
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while process.poll() is None and time.monotonic() < deadline:
-            if ready():
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        return process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def run_until(command: list[str], ready: Callable[[], bool], stderr: Path,
+              sig: signal.Signals = signal.SIGKILL, timeout: float = 60) -> int:
+    """Start ``command``, send it ``sig`` as soon as ``ready()``; returns its exit status.
+
+    The child gets the default SIGINT disposition even when the test runner was started
+    with SIGINT ignored (a background job), so that Python turns it into Ctrl-C.
+    """
+    with open(stderr, "w") as err:
+        process = subprocess.Popen(
+            command, env=environment(), stdout=subprocess.DEVNULL, stderr=err,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                if ready():
+                    process.send_signal(sig)
+                    break
+                time.sleep(0.05)
+            return process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def final_files(folder: Path) -> list[Path]:
@@ -95,7 +104,8 @@ def test_training_killed_mid_run_resumes_from_last_checkpoint(tiny_run: Path) ->
     train = medseg("train", str(tiny_run), "--epochs", str(EPOCHS), "--iterations-per-epoch",
                    "5", "--validate-every", "1", "--workers", "0", "--device", "cpu",
                    "--optimizer", "adamw")
-    status = run_until(train, lambda: len(metrics_rows(fold_dir)) >= 3)
+    status = run_until(train, lambda: len(metrics_rows(fold_dir)) >= 3,
+                       tiny_run / "killed.log")
     assert status == -signal.SIGKILL, "training finished before it could be killed"
     killed_at = checkpoint_epoch(fold_dir / "checkpoint_last.pt")
     assert 3 <= killed_at < EPOCHS
@@ -128,14 +138,21 @@ def write_inputs(folder: Path, n: int) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_prediction_killed_mid_batch_finishes_remaining_cases(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGKILL, -signal.SIGKILL),
+                                              (signal.SIGINT, EXIT_INTERRUPTED)])
+def test_prediction_stopped_mid_batch_finishes_remaining_cases(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
     write_run(tmp_path / "model", tiny_plan(), [0])
     inputs = write_inputs(tmp_path / "inputs", 6)
     out = tmp_path / "out"
     predict = medseg("predict", "-m", str(tmp_path / "model"), "-i", str(tmp_path / "inputs"),
                      "-o", str(out), "--device", "cpu", "--no-progress")
-    status = run_until(predict, lambda: len(final_files(out)) >= 2 if out.is_dir() else False)
-    assert status == -signal.SIGKILL, "prediction finished before it could be killed"
+    log = tmp_path / "stopped.log"
+    stopped = run_until(predict, lambda: out.is_dir() and len(final_files(out)) >= 2, log, sig)
+    assert stopped == status, f"prediction was not stopped mid-batch: {log.read_text()}"
+    if sig == signal.SIGINT:  # Ctrl-C: one line, exit code 130
+        assert log.read_text().splitlines()[-1] == "medseg: interrupted"
     first = final_files(out)
     assert 2 <= len(first) < len(inputs)
     for path in first:

@@ -33,8 +33,11 @@ from tests.reliability import corpus
 
 EXAMPLES = int(os.environ.get("MEDSEG_FUZZ_EXAMPLES", "0"))
 TIMEOUT_S = 120 + EXAMPLES // 10  # per test: a hang fails it instead of stalling the suite
+# pydicom/nibabel warn about the hostile values they are fed; that is expected here
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
+              pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 FUZZ = settings(
-    max_examples=EXAMPLES or 300,
+    max_examples=EXAMPLES or 500,
     derandomize=not EXAMPLES,
     deadline=timedelta(seconds=5),  # generous: the test machine is shared and noisy
     suppress_health_check=[HealthCheck.too_slow],
@@ -162,9 +165,9 @@ def _dicom_bytes() -> tuple[bytes, dict[str, tuple[int, int, int]], list[bytes]]
     items = corpus.series_datasets(3)
     for ds in items:
         ds.RescaleSlope, ds.RescaleIntercept, ds.NumberOfFrames = "1", "0", "1"
-    folder = Path(tempfile.mkdtemp(prefix="medseg-fuzz-dicom-"))
-    paths = dicom_factory.save_series(items, folder)
-    data = paths[1].read_bytes()
+    with tempfile.TemporaryDirectory(prefix="medseg-fuzz-dicom-") as folder:
+        series = [p.read_bytes() for p in dicom_factory.save_series(items, Path(folder))]
+    data = series[1]
     layout = {}
     for keyword in [*US_TAGS, *DS_TAGS, *TEXT_TAGS, "TransferSyntaxUID"]:
         tag = Tag(keyword)
@@ -172,7 +175,7 @@ def _dicom_bytes() -> tuple[bytes, dict[str, tuple[int, int, int]], list[bytes]]
         start = data.index(head)  # explicit VR little endian: tag, VR, 2-byte length
         length = struct.unpack("<H", data[start + 6:start + 8])[0]
         layout[keyword] = (start + 8, length, 2)
-    return data, layout, [p.read_bytes() for p in paths]
+    return data, layout, series
 
 
 DICOM, DICOM_LAYOUT, SERIES = _dicom_bytes()
@@ -180,9 +183,10 @@ DICOM, DICOM_LAYOUT, SERIES = _dicom_bytes()
 
 def _enhanced_bytes() -> bytes:
     """A 4-frame enhanced MR file (positions in per-frame functional groups)."""
-    path = Path(tempfile.mkdtemp(prefix="medseg-fuzz-enhanced-")) / "enhanced.dcm"
     array = np.arange(5 * 4 * 4, dtype=np.int16).reshape(5, 4, 4)
-    return dicom_factory.write_enhanced(path, array, corpus.AFFINE).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="medseg-fuzz-enhanced-") as folder:
+        path = Path(folder) / "enhanced.dcm"
+        return dicom_factory.write_enhanced(path, array, corpus.AFFINE).read_bytes()
 
 
 ENHANCED = _enhanced_bytes()

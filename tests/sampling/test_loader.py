@@ -83,3 +83,14 @@ def test_batches_are_deterministic_and_independent_of_workers() -> None:
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(batches[5]["image"], serial[1])  # epoch 1 starts at batch 4
     assert not torch.equal(batches[4]["image"], batches[5]["image"])
+
+
+def test_pickled_batches_do_not_carry_open_cases() -> None:
+    import pickle
+
+    cache = sphere_cases(n=3)
+    batches = PatchBatches(cache, cache.case_ids, SamplerSettings((8, 8, 8), 2), seed=1)
+    batches.open_all()
+    clone = pickle.loads(pickle.dumps(batches))
+    assert len(clone.opened) == 0 and len(batches.opened) == 3
+    torch.testing.assert_close(clone[4]["image"], batches[4]["image"])

@@ -29,9 +29,9 @@ from medseg.train.distributed import (
 from tests.sampling.synthetic import sphere_cases, sphere_plan
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 4
+EPOCHS = 5
 TRAIN_ARGS = ["--fold", "0", "--device", "cpu", "--workers", "0", "--optimizer", "adamw",
-              "--lr", "1e-2", "--iterations-per-epoch", "6", "--validate-every", "2",
+              "--lr", "1e-2", "--iterations-per-epoch", "5", "--validate-every", "2",
               "--seed", "0"]
 
 
@@ -134,7 +134,7 @@ def test_torchrun_two_ranks_train_write_once_and_resume(tmp_path: Path) -> None:
     logs = rank_logs(tmp_path / "logs")
     assert sorted(logs) == [0, 1]
     assert "rank 0 of 2" in logs[0] and "rank 1 of 2" in logs[1]  # both ranks joined (gloo)
-    assert "trained 3d fold 0: 4 epochs" in output + logs[0]  # rank 0 reports
+    assert f"trained 3d fold 0: {EPOCHS} epochs" in output + logs[0]  # rank 0 reports
     assert "trained 3d fold 0" not in logs[1]
     rows = metrics(fold)
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -62,11 +64,21 @@ def test_budget_fit_uses_measured_times() -> None:
     assert fit_total_epochs(60, 70, [35, 35], [], 5) == 2  # over budget: stop now
 
 
-def test_budget_total_only_shrinks_in_the_second_half() -> None:
-    # 10 s epochs, 600 s budget: 59 epochs fit
-    assert fit_total_epochs(600, 25, [12, 10], [], 5, current_total=40) == 59  # early: grow
-    assert fit_total_epochs(600, 25, [12, 10], [], 5, current_total=4) == 4  # late: keep
-    assert fit_total_epochs(60, 70, [35, 35], [], 5, current_total=4) == 2  # late: shrink
+def test_changing_the_epoch_count_keeps_the_lr_continuous_and_decreasing() -> None:
+    from medseg.train.loop import Progress, change_total_epochs, lr_at
+
+    session = SimpleNamespace(sampler=SimpleNamespace(batches_per_epoch=10), initial_lr=1.0)
+    progress = Progress(total_epochs=10)
+    lrs = []
+    for epoch, new_total in enumerate([10, 10, 10, 10, 10, 16, 16, 16, 12, 12, 12, 12]):
+        progress.epoch = epoch
+        change_total_epochs(session, progress, new_total)  # as fit() does after an epoch
+        lrs += [lr_at(session, progress, i) for i in range(10)]
+    assert all(b < a for a, b in itertools.pairwise(lrs))  # never jumps back up
+    assert max(abs(b - a) for a, b in itertools.pairwise(lrs)) < 0.05  # no cliffs
+    # re-anchored at epoch 8 (16 -> 12 epochs): 40 steps from lrs[80] down to zero
+    assert lrs[-1] == pytest.approx(poly_lr(lrs[80], 39 / 40))
+    assert lr_at(session, progress, 10) == 0.0  # ends at zero with the last epoch
 
 
 def test_dice_per_class_hand_computed() -> None:
