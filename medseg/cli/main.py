@@ -33,8 +33,16 @@ def _command_modules() -> list[str]:
                                         else len(PREFERRED_ORDER), n))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every discovered sub-command."""
+def _requested_command(argv: Sequence[str] | None, names: Sequence[str]) -> str | None:
+    """The sub-command named on the command line, if any (first non-option argument)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in names else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: only the requested sub-command's module is imported when
+    ``argv`` names one (start-up cost), every discovered sub-command otherwise."""
     parser = argparse.ArgumentParser(
         prog="medseg", description="Medical image segmentation pipeline."
     )
@@ -42,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _command_modules():
+    names = _command_modules()
+    requested = _requested_command(argv, names)
+    for name in [requested] if requested else names:
         module = importlib.import_module(f"medseg.cli.{name}")
         register = getattr(module, "register", None)
         if register is not None:
@@ -63,7 +73,7 @@ def quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -84,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit codes
+    except Exception as exc:  # the one place that turns bugs into exit codes
         if args.debug:
             raise
         print(

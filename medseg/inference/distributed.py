@@ -110,9 +110,23 @@ def import_distributed() -> ModuleType:
 
 
 @contextlib.contextmanager
+def quiet_dask_logs(level: int = logging.ERROR) -> Iterator[None]:
+    """Only Dask's errors in this process (its info lines would bury the progress bar;
+    failed cases are reported by medseg itself)."""
+    logger = logging.getLogger("distributed")
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+@contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
     """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers``
-    single-threaded processes (closed on exit)."""
+    single-threaded processes (closed on exit; its logs are silenced, since every failed
+    case is reported by the client)."""
     dd = import_distributed()
     if (scheduler is None) == (workers is None):
         raise ConfigError("give either a scheduler address or a number of workers")
@@ -122,16 +136,17 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(f"cannot connect to the Dask scheduler {scheduler}: {exc}"
                              ) from None
-        with client:
+        with quiet_dask_logs(), client:
             yield client
         return
     if workers is None or workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     import dask
 
-    with dask.config.set(local_worker_environment(workers)), \
+    with quiet_dask_logs(), dask.config.set(local_worker_environment(workers)), \
             dd.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            dashboard_address=":0") as cluster, \
+                            dashboard_address=":0", silence_logs=logging.CRITICAL
+                            ) as cluster, \
             dd.Client(cluster) as client:  # ":0": a free port, no clash with other clusters
         if importlib.util.find_spec("bokeh"):
             log.info("Dask dashboard: %s", client.dashboard_link)

@@ -108,6 +108,8 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
         (tmp_path / "attempts").mkdir()
         client.run(fail_first_attempts, str(tmp_path / "attempts"))
         retried = predict_batch_distributed(spec, jobs, tmp_path / "retried", options, client)
+        attempts = {p.name: len(p.read_text().splitlines())
+                    for p in (tmp_path / "attempts").iterdir()}
         # The CLI on this running cluster: skips what exists, same summary table, exit 3.
         (tmp_path / "dask" / "ras.nii.gz").unlink()
         code = main(["predict", "-m", str(run_dir), "-i", str(inputs), "-o",
@@ -134,8 +136,6 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
     # Every case failed once on a worker: retried exactly once, the good ones succeed.
     assert {r.name: r.status for r in retried} == {r.name: r.status for r in local}
     assert "broken.nii.gz" in (next(r for r in retried if r.name == "broken").error or "")
-    attempts = {p.name: len(p.read_text().splitlines())
-                for p in (tmp_path / "attempts").iterdir()}
     assert attempts == {job.name: 2 for job in jobs}
 
     captured = capsys.readouterr()
