@@ -66,7 +66,7 @@ def quiet_libraries() -> None:
     They describe header problems that medseg reports itself, as one line (with the file
     name); ``--verbose`` shows them again.
     """
-    for name in ("nibabel", "pydicom"):
+    for name in ("nibabel", "pydicom", "highdicom"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module=r"(nibabel|pydicom)(\.|$)")
 
