@@ -92,19 +92,28 @@ def predict_batch(
     """Predict every job into ``out_dir``; returns one result per job, in job order."""
     out_dir = Path(out_dir)
     check_outputs(jobs, out_dir, options)
-    results: dict[str, CaseResult] = {}
-    todo = []
-    for job in jobs:
-        target = output_path(job, out_dir, options.format)
-        if target.exists() and not options.overwrite:
-            results[job.name] = CaseResult(job.name, "skipped", target)
-        else:
-            todo.append(job)
-    if results:
-        log.info("skipping %d case(s) with existing outputs (use --overwrite)", len(results))
+    results, todo = split_existing(jobs, out_dir, options)
     for result in _run(predictor, todo, out_dir, options):
         results[result.name] = result
     return [results[job.name] for job in jobs]
+
+
+def split_existing(
+    jobs: Sequence[Job], out_dir: Path, options: BatchOptions
+) -> tuple[dict[str, CaseResult], list[Job]]:
+    """Results for jobs whose output already exists (skipped unless ``options.overwrite``)
+    and the jobs still to run."""
+    skipped: dict[str, CaseResult] = {}
+    todo: list[Job] = []
+    for job in jobs:
+        target = output_path(job, out_dir, options.format)
+        if target.exists() and not options.overwrite:
+            skipped[job.name] = CaseResult(job.name, "skipped", target)
+        else:
+            todo.append(job)
+    if skipped:
+        log.info("skipping %d case(s) with existing outputs (use --overwrite)", len(skipped))
+    return skipped, todo
 
 
 def _run(

@@ -39,6 +39,7 @@ from medseg.inference.batch import (
     check_outputs,
     output_path,
     predict_one,
+    split_existing,
 )
 from medseg.inference.jobs import Job
 from medseg.inference.predictor import InferenceSettings, Predictor
@@ -185,16 +186,7 @@ def predict_batch_distributed(
     out_dir = Path(out_dir).resolve()
     check_outputs(jobs, out_dir, options)
     spec = replace(spec, model=Path(spec.model).resolve())
-    results: dict[str, CaseResult] = {}
-    todo = []
-    for job in jobs:
-        target = output_path(job, out_dir, options.format)
-        if target.exists() and not options.overwrite:
-            results[job.name] = CaseResult(job.name, "skipped", target)
-        else:
-            todo.append(job)
-    if results:
-        log.info("skipping %d case(s) with existing outputs (use --overwrite)", len(results))
+    results, todo = split_existing(jobs, out_dir, options)
     for result in _gather(spec, todo, out_dir, options, client):
         results[result.name] = result
     return [results[job.name] for job in jobs]
