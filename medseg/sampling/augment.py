@@ -1,10 +1,11 @@
-"""Batched data augmentation on torch tensors (CPU or GPU), deterministic given a generator.
+"""Batched data augmentation on torch tensors, deterministic given a generator.
 
-Spatial: mirroring, rotation + scaling (one ``grid_sample`` for the whole batch, label
-resampled with nearest neighbour) and optional elastic deformation. Intensity: brightness,
-contrast, gamma, Gaussian noise and Gaussian blur. Each transform hits a random subset of
-the batch with its probability, as in nnU-Net. Works for 2D ``(B, C, H, W)`` and 3D
-``(B, C, X, Y, Z)`` batches alike.
+Spatial: mirroring, rotation + scaling and optional elastic deformation (one resampling
+of the moved samples, image and label from the same grid, see ``resample``). Intensity:
+brightness, contrast, gamma, Gaussian noise and Gaussian blur. Each transform hits a
+random subset of the batch with its probability, as in nnU-Net. Works for 2D
+``(B, C, H, W)`` and 3D ``(B, C, X, Y, Z)`` batches alike, on CPU (where the loader's
+workers run it) or GPU (the blur then goes through the CPU, via scipy).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
+
+from medseg.sampling.resample import resample, source_coordinates
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,10 @@ def _rotation(angles: torch.Tensor, ndim: int) -> torch.Tensor:
 def spatial_matrices(
     n: int, shape: tuple[int, ...], settings: AugmentSettings, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``affine_grid`` matrices (B, d, d+1) and a mask of non-identity samples.
+    """Per-sample voxel-space matrices (B, d, d) about the patch centre and a mask of the
+    non-identity samples.
 
-    Rotation and scaling act in voxel units (isotropic even for non-cubic patches); the
-    matrix is converted to ``affine_grid``'s normalised, reversed-axis coordinates.
+    Rotation and scaling act in voxel units (isotropic even for non-cubic patches).
     """
     ndim = len(shape)
     rotate = _chosen(n, settings.p_rotate, g)
@@ -77,77 +81,64 @@ def spatial_matrices(
     max_angle = math.radians(settings.max_rotation_degrees)
     angles = _uniform(n * 3, -max_angle, max_angle, g).reshape(n, 3)
     factors = _uniform(n, *settings.scale_range, g)
-    half = torch.tensor(shape, dtype=torch.float32) / 2
-    flip = torch.arange(ndim - 1, -1, -1)  # affine_grid orders coordinates (W, H, D)
-    mats = torch.zeros(n, ndim, ndim + 1)
-    for b in range(n):
-        m = _rotation(angles[b], ndim) if rotate[b] else torch.eye(ndim)
-        if scale[b]:
-            m = m * factors[b]
-        m = torch.diag(1 / half) @ m @ torch.diag(half)  # voxel units -> normalised units
-        mats[b, :, :ndim] = m[flip][:, flip]
-    return mats, rotate | scale
+    mats = torch.eye(ndim).repeat(n, 1, 1)
+    for b in _indices(rotate):
+        mats[b] = _rotation(angles[b], ndim)
+    return mats * torch.where(scale, factors, 1.0).view(n, 1, 1), rotate | scale
 
 
-def affine_grid(theta: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """``F.affine_grid(theta, (N, 1, *shape), align_corners=False)`` by broadcasting.
-
-    Each output coordinate is a sum of per-axis 1D terms, which is ~4x faster on CPU than
-    torch's batched matrix product over every voxel (measured on 40x56x40 patches).
-    """
-    n, d = theta.shape[0], len(shape)
-    ones = [1] * d
-    axes = [
-        ((torch.arange(size, dtype=theta.dtype, device=theta.device) * 2 + 1) / size - 1)
-        .view(*[size if i == a else 1 for i in range(d)])
-        for a, size in enumerate(shape)
-    ][::-1]  # grid coordinates are ordered (x, y, z) = last array axis first
-    grid = torch.empty(n, *shape, d, dtype=theta.dtype, device=theta.device)
-    for k in range(d):
-        component = theta[:, k, d].view(n, *ones).expand(n, *shape).clone()
-        for j in range(d):
-            component += theta[:, k, j].view(n, *ones) * axes[j]
-        grid[..., k] = component
-    return grid
+def _mirror_signs(
+    n: int, ndim: int, axes: tuple[int, ...], g: torch.Generator
+) -> torch.Tensor:
+    """(B, d) of -1 where a sample is mirrored along an axis (probability 0.5), else 1."""
+    signs = torch.ones(n, ndim)
+    for axis in axes:
+        flip = _chosen(n, 0.5, g)
+        if axis < ndim:
+            signs[flip, axis] = -1
+    return signs
 
 
 def _elastic_offsets(
     n: int, shape: tuple[int, ...], magnitude: float, g: torch.Generator
 ) -> torch.Tensor:
-    """Smooth random displacement fields (B, *shape, d): coarse noise, upsampled."""
+    """Smooth random displacement fields (B, d, *shape) in voxels: coarse noise, upsampled;
+    ``magnitude`` is a fraction of the patch half-size along each axis."""
     coarse = [max(s // 8, 2) for s in shape]
     noise = torch.randn(n, len(shape), *coarse, generator=g) * magnitude
     mode = "bilinear" if len(shape) == 2 else "trilinear"
     field = F.interpolate(noise, size=shape, mode=mode, align_corners=False)
-    return field.movedim(1, -1)
+    half = torch.tensor(shape, dtype=field.dtype) / 2
+    return field * half.view(1, -1, *[1] * len(shape))
 
 
 def augment_spatial(
     image: torch.Tensor, label: torch.Tensor, settings: AugmentSettings, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate/scale/deform (one resampling) then mirror a batch and its label map.
+    """Rotate/scale/deform then mirror a batch and its label map.
 
-    Only the samples drawn for a transform are touched; the inputs are not modified.
+    Samples that are rotated, scaled or deformed are resampled once, their mirroring
+    folded into the matrix; the others are only flipped. The inputs are not modified.
     """
     n, shape = image.shape[0], tuple(image.shape[2:])
     image, label = image.clone(), label.clone()
     mats, moved = spatial_matrices(n, shape, settings, g)
     elastic = _chosen(n, settings.p_elastic, g)
-    idx = _indices(moved | elastic)
-    if len(idx):
-        grid = affine_grid(mats[idx].to(image.device), shape)
+    signs = _mirror_signs(n, len(shape), settings.mirror_axes, g)
+    resampled = moved | elastic
+    idx = _indices(resampled)
+    if idx:
+        # mirroring after the transform: src = M F (o - c) + c, F = diag(signs)
+        coords = source_coordinates((mats[idx] * signs[idx].unsqueeze(1)).to(image.device),
+                                    shape)
         if elastic.any():
             offsets = _elastic_offsets(len(idx), shape, settings.elastic_magnitude, g)
-            grid = grid + offsets.to(grid.device) * elastic[idx].view(-1, *[1] * (len(shape) + 1))
-        image[idx] = F.grid_sample(image[idx], grid, mode="bilinear", align_corners=False)
-        label[idx] = F.grid_sample(
-            label[idx].float(), grid, mode="nearest", align_corners=False
-        ).to(label.dtype)
-    for axis in settings.mirror_axes:
-        flip = _indices(_chosen(n, 0.5, g))
-        if axis < len(shape) and len(flip):
-            image[flip] = image[flip].flip(axis + 2)
-            label[flip] = label[flip].flip(axis + 2)
+            coords += offsets.to(coords.device) * elastic[idx].view(-1, *[1] * (len(shape) + 1))
+        image[idx], label[idx] = resample(image[idx], label[idx], coords)
+    for b in _indices(~resampled):
+        dims = [a + 1 for a in range(len(shape)) if signs[b, a] < 0]
+        if dims:
+            image[b], label[b] = image[b].flip(dims), label[b].flip(dims)
     return image, label
 
 
@@ -156,17 +147,14 @@ def _indices(mask: torch.Tensor) -> list[int]:
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of one (C, ...) sample (1D convolutions along each axis)."""
+    """Gaussian blur of one (C, ...) sample along its spatial axes, zero outside, kernel
+    radius ``ceil(3 sigma)``. scipy's separable filter: 0.6 ms per 40x56x40 patch, where
+    torch's 1D convolutions take 1-6 ms on CPU (slowest once scipy is loaded)."""
     radius = max(math.ceil(3 * sigma), 1)
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    out = x
-    for axis in range(1, x.ndim):
-        moved = out.movedim(axis, -1)
-        rows = moved.reshape(-1, 1, moved.shape[-1])
-        out = F.conv1d(rows, kernel, padding=radius).reshape(moved.shape).movedim(-1, axis)
-    return out
+    axes = tuple(range(1, x.ndim))
+    blurred = ndimage.gaussian_filter(x.cpu().numpy(), sigma, mode="constant", radius=radius,
+                                      axes=axes)
+    return torch.from_numpy(blurred).to(x.device)
 
 
 def _brightness(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ workers and a resumed run sees exactly the batches it would have seen. Epoch ``e
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from medseg.sampling.augment import AugmentSettings, augment_batch
 from medseg.sampling.patches import centered_start, patch_size_3d, random_start, read_patch
@@ -146,6 +147,7 @@ class PatchBatches(Dataset):
             raise ValueError("no training cases to sample from")
         self.opened, self.cases, self.settings = OpenCases(source), list(cases), settings
         self.augment, self.seed = augment, seed
+        self.ring: SharedRing | None = None  # set by make_loader for worker processes
 
     def open_all(self) -> None:
         """Open every case now (up to the LRU size), e.g. before workers fork, so they
@@ -162,7 +164,9 @@ class PatchBatches(Dataset):
         if self.augment is not None:
             aug_seed = int(rng.integers(2**62))
             image, label = augment_batch(image, label, self.augment, aug_seed)
-        return {"image": image.contiguous(), "label": label.contiguous()}
+        batch = {"image": image.contiguous(), "label": label.contiguous()}
+        in_worker = get_worker_info() is not None
+        return self.ring.put(batch) if in_worker and self.ring is not None else batch
 
 
 class EpochSampler(Sampler[int]):
@@ -179,18 +183,82 @@ class EpochSampler(Sampler[int]):
         return self.batches_per_epoch
 
 
-def _worker_init(_: int) -> None:
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse instead of handing every large block back
+    to the OS: otherwise each fresh patch-sized tensor costs a round of page faults
+    (augmenting a batch of four 40x56x40 patches: 6.1 -> 4.0 ms). The heap then stays at
+    its peak size. Process-wide, so only called in the loader's own worker processes (and
+    by the benchmark); a no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value
+    libc.mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
+
+
+def worker_init(_: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: one torch thread, no denormals, freed memory kept."""
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
+    keep_freed_memory()
+
+
+class SharedRing:
+    """A worker's ring of batch buffers in shared memory, reused batch after batch.
+
+    A tensor returned by a worker is otherwise moved into a fresh shared-memory segment
+    for every batch, which costs more than cutting the batch (measured: 1.8 vs 0.3 ms of
+    wall time per batch of four 40x56x40 patches with 2 workers). Buffers are created in
+    the worker on first use; the main process maps each once. A slot is rewritten only
+    after ``size`` more batches of this worker, so with ``size`` above the loader's
+    batches in flight the main process has copied it out by then (see
+    :class:`CopyingLoader`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots: list[dict[str, torch.Tensor]] = []
+        self._served = 0
+
+    def put(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Copy ``batch`` into the next slot and return the slot's tensors."""
+        i = self._served % self.size
+        self._served += 1
+        if i == len(self._slots):
+            self._slots.append({})
+        slot = self._slots[i]
+        for key, value in batch.items():
+            if key not in slot or slot[key].shape != value.shape or slot[key].dtype != value.dtype:
+                slot[key] = torch.empty_like(value).share_memory_()
+            slot[key].copy_(value)
+        return dict(slot)
+
+
+class CopyingLoader(DataLoader):
+    """DataLoader whose workers write into a :class:`SharedRing`; every batch is copied
+    out of the shared buffers as it is yielded, so it stays valid however long it is
+    kept (pinned batches are already copies)."""
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in super().__iter__():
+            yield batch if self.pin_memory else {k: v.clone() for k, v in batch.items()}
 
 
 def make_loader(
     batches: PatchBatches, sampler: EpochSampler, num_workers: int = 2, pin_memory: bool = False,
+    prefetch_factor: int = 4,
 ) -> DataLoader:
-    """A DataLoader over whole batches (``batch_size=None``) with persistent workers."""
-    return DataLoader(
+    """A DataLoader over whole batches (``batch_size=None``) with persistent workers that
+    hand batches over through shared-memory rings (in-process loading when 0 workers)."""
+    if not num_workers:
+        return DataLoader(batches, batch_size=None, sampler=sampler, pin_memory=pin_memory)
+    batches.ring = SharedRing(num_workers * prefetch_factor + 2)  # > batches in flight
+    return CopyingLoader(
         batches, batch_size=None, sampler=sampler, num_workers=num_workers,
-        pin_memory=pin_memory, persistent_workers=num_workers > 0,
-        worker_init_fn=_worker_init if num_workers else None,
-        prefetch_factor=4 if num_workers else None,
+        pin_memory=pin_memory, persistent_workers=True, worker_init_fn=worker_init,
+        prefetch_factor=prefetch_factor,
     )

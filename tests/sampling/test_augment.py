@@ -66,13 +66,3 @@ def test_intensity_transforms_change_only_the_image() -> None:
     out_image, out_label = augment_batch(image, label, settings, seed=0)
     assert torch.equal(out_label, label) and not torch.allclose(out_image, image)
     assert torch.isfinite(out_image).all()
-
-
-def test_affine_grid_matches_torch() -> None:
-    from medseg.sampling.augment import affine_grid
-
-    for shape in [(5, 7, 6), (9, 4)]:
-        d = len(shape)
-        theta = torch.randn(3, d, d + 1)
-        expected = torch.nn.functional.affine_grid(theta, [3, 1, *shape], align_corners=False)
-        torch.testing.assert_close(affine_grid(theta, shape), expected, atol=1e-5, rtol=1e-5)

@@ -85,6 +85,19 @@ def test_batches_are_deterministic_and_independent_of_workers() -> None:
     assert not torch.equal(batches[4]["image"], batches[5]["image"])
 
 
+def test_kept_batches_stay_intact_when_the_shared_ring_wraps_around() -> None:
+    cache = sphere_cases(n=4)
+    batches = PatchBatches(cache, cache.case_ids, SamplerSettings((8, 8, 8), batch_size=2),
+                           AugmentSettings(), seed=3)
+    loader = make_loader(batches, EpochSampler(12), num_workers=2, prefetch_factor=1)
+    assert batches.ring is not None and batches.ring.size < 12  # each slot is reused
+    kept = list(loader)
+    for i, batch in enumerate(kept):
+        expected = batches[i]  # computed in-process, outside the ring
+        torch.testing.assert_close(batch["image"], expected["image"])
+        assert torch.equal(batch["label"], expected["label"])
+
+
 def test_pickled_batches_do_not_carry_open_cases() -> None:
     import pickle
 
