@@ -13,7 +13,7 @@ from medseg.core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL
 from medseg.io import read_volume, write_volume
 from medseg.io.dicom_seg import read_dicom_seg
 from tests.inference.dicom_synth import write_dicom_series
-from tests.inference.helpers import tiny_plan, write_run
+from tests.inference.helpers import tiny_plan
 
 SHAPE = (14, 12, 10)
 GEOMETRIES = {
@@ -21,12 +21,6 @@ GEOMETRIES = {
     "lps_case": ("LPS", (0, 0, 0), (1.0, 1.5, 2.0)),
     "oblique_case": ("PIL", (20, 0, -15), (0.9, 1.1, 1.3)),
 }
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    write_run(tmp_path / "run", tiny_plan(), folds=[0, 1])
-    return tmp_path / "run"
 
 
 @pytest.fixture

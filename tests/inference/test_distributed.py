@@ -22,7 +22,6 @@ from medseg.inference.distributed import (
 from medseg.inference.jobs import discover_jobs
 from medseg.inference.predictor import Predictor
 from medseg.io import read_volume, write_volume
-from tests.inference.helpers import tiny_plan, write_run
 
 GEOMETRIES = {  # orientation, oblique angles (degrees), spacing
     "ras": ("RAS", (0, 0, 0), (1.0, 1.0, 1.0)),
@@ -30,12 +29,6 @@ GEOMETRIES = {  # orientation, oblique angles (degrees), spacing
     "oblique": ("PIL", (20, 0, -15), (0.9, 1.1, 1.3)),
     "small": ("RAS", (0, 10, 0), (2.0, 2.0, 2.0)),
 }
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    write_run(tmp_path / "run", tiny_plan(), folds=[0, 1])
-    return tmp_path / "run"
 
 
 @pytest.fixture
