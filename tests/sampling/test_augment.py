@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import math
 
-from medseg.sampling.augment import AugmentSettings, augment_batch
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from medseg.sampling.augment import (
+    INTENSITY_STEPS,
+    AugmentSettings,
+    augment_batch,
+    augment_batch_,
+    gaussian_blur_,
+)
 from tests.conftest import sphere_label
 
 OFF = AugmentSettings(mirror_axes=(), p_rotate=0, p_scale=0, p_brightness=0, p_contrast=0,
@@ -66,3 +76,32 @@ def test_intensity_transforms_change_only_the_image() -> None:
     out_image, out_label = augment_batch(image, label, settings, seed=0)
     assert torch.equal(out_label, label) and not torch.allclose(out_image, image)
     assert torch.isfinite(out_image).all()
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.8, 1.0, 2.0])
+@pytest.mark.parametrize("shape", [(1, 12, 9, 7), (2, 3, 5, 2), (1, 20, 24)])
+def test_blur_matches_scipy_gaussian_filter_with_zeros_outside(
+    sigma: float, shape: tuple[int, ...]
+) -> None:
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    expected = ndimage.gaussian_filter(x.numpy(), sigma, mode="constant",
+                                       radius=max(math.ceil(3 * sigma), 1),
+                                       axes=tuple(range(1, x.ndim)))
+    gaussian_blur_(x, sigma, torch.Generator())
+    np.testing.assert_allclose(x.numpy(), expected, atol=1e-5)
+
+
+def test_gamma_keeps_mean_and_standard_deviation() -> None:
+    x = torch.rand(1, 10, 12, 8, generator=torch.Generator().manual_seed(1)) * 3 - 1
+    mean, std = x.mean(), x.std()
+    INTENSITY_STEPS["gamma"](x, 1.4, torch.Generator())
+    torch.testing.assert_close(x.mean(), mean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(x.std(), std, atol=1e-4, rtol=0)
+
+
+def test_in_place_augmentation_equals_the_copying_one() -> None:
+    image, label = batch()
+    expected = augment_batch(image, label, AugmentSettings(p_rotate=0.5), seed=9)
+    augment_batch_(image, label, AugmentSettings(p_rotate=0.5), seed=9)
+    torch.testing.assert_close(image, expected[0])
+    assert torch.equal(label, expected[1])

@@ -107,3 +107,20 @@ def test_pickled_batches_do_not_carry_open_cases() -> None:
     clone = pickle.loads(pickle.dumps(batches))
     assert len(clone.opened) == 0 and len(batches.opened) == 3
     torch.testing.assert_close(clone[4]["image"], batches[4]["image"])
+
+
+def test_workers_map_the_pages_of_open_cases_within_a_budget(tmp_path) -> None:
+    from medseg.sampling import OpenCases
+
+    cache = sphere_cases(n=3, shape=(16, 16, 16))
+    for case in cache.case_ids:  # memmaps, as the preprocessed cache gives
+        for kind, arrays in (("img", cache.images), ("seg", cache.labels)):
+            np.save(tmp_path / f"{case}_{kind}.npy", arrays[case])
+            arrays[case] = np.load(tmp_path / f"{case}_{kind}.npy", mmap_mode="r")
+    opened = OpenCases(cache)
+    for case in cache.case_ids:
+        opened[case]
+    image_bytes = cache.images[cache.case_ids[0]].nbytes
+    label_bytes = cache.labels[cache.case_ids[0]].nbytes
+    assert opened.map_pages() == 3 * (image_bytes + label_bytes)
+    assert opened.map_pages(budget_bytes=image_bytes + label_bytes) == image_bytes + label_bytes

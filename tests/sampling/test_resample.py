@@ -29,12 +29,11 @@ def test_resample_matches_grid_sample_inside_and_outside_the_volume(
     d, k = len(shape), 4
     matrices = torch.eye(d) * torch.tensor([0.7, 1.0, 1.4, 1.2]).view(k, 1, 1)
     matrices = matrices + 0.3 * torch.randn(k, d, d, generator=g)
-    coords = source_coordinates(matrices, shape)
-    coords += 2 * torch.randn(coords.shape, generator=g)  # reach well past every border
+    offsets = 2 * torch.randn(k, d, *shape, generator=g)  # reach well past every border
     image = torch.rand(k, 2, *shape, generator=g)
     label = (torch.rand(k, 1, *shape, generator=g) * 3).to(torch.uint8)
-    out_image, out_label = resample(image, label, coords)
-    ref_image, ref_label = reference(image, label, coords)
+    out_image, out_label = resample(image, label, matrices, offsets)
+    ref_image, ref_label = reference(image, label, source_coordinates(matrices, shape) + offsets)
     assert out_label.dtype == torch.uint8 and out_image.shape == image.shape
     torch.testing.assert_close(out_image, ref_image, atol=1e-4, rtol=0)
     assert (out_label != ref_label).float().mean() < 1e-3  # only exact .5 ties may differ
@@ -46,7 +45,7 @@ def test_identity_coordinates_are_the_voxel_indices_and_resample_is_identity() -
     expected = torch.stack(torch.meshgrid(*[torch.arange(s) for s in shape], indexing="ij"))
     torch.testing.assert_close(coords[0], expected.float())
     image, label = torch.rand(1, 1, *shape), torch.randint(0, 3, (1, 1, *shape))
-    out_image, out_label = resample(image, label, coords)
+    out_image, out_label = resample(image, label, torch.eye(3)[None])
     torch.testing.assert_close(out_image, image, atol=1e-5, rtol=0)
     assert torch.equal(out_label, label)
 
@@ -54,7 +53,19 @@ def test_identity_coordinates_are_the_voxel_indices_and_resample_is_identity() -
 def test_mirroring_is_a_negated_matrix_column() -> None:
     shape = (6, 7, 5)
     image, label = torch.rand(1, 1, *shape), torch.randint(0, 3, (1, 1, *shape))
-    coords = source_coordinates(torch.diag(torch.tensor([1.0, -1.0, 1.0]))[None], shape)
-    out_image, out_label = resample(image, label, coords)
+    out_image, out_label = resample(image, label, torch.diag(torch.tensor([1.0, -1.0, 1.0]))[None])
     torch.testing.assert_close(out_image, image.flip(3), atol=1e-5, rtol=0)
     assert torch.equal(out_label, label.flip(3))
+
+
+@pytest.mark.parametrize("shape", [(9, 7, 6), (10, 8)])
+def test_affine_resampling_without_offsets_matches_grid_sample(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(1)
+    d = len(shape)
+    matrices = torch.eye(d) * 1.2 + 0.4 * torch.randn(3, d, d, generator=g)
+    image = torch.rand(3, 1, *shape, generator=g)
+    label = (torch.rand(3, 1, *shape, generator=g) * 4).to(torch.uint8)
+    out_image, out_label = resample(image, label, matrices)
+    ref_image, ref_label = reference(image, label, source_coordinates(matrices, shape))
+    torch.testing.assert_close(out_image, ref_image, atol=1e-4, rtol=0)
+    assert (out_label != ref_label).float().mean() < 1e-3
