@@ -162,3 +162,54 @@ def test_interrupted_run_resumes_with_the_missing_cases(planned):
     assert again.folder == first.folder
     assert again.computed == 1 and again.reused == 2
     assert open_cache(again.folder).case_ids == ("case_000", "case_001", "case_002")
+
+
+def test_prune_keeps_the_current_cache_and_counts_only_unshared_bytes(planned):
+    from medseg.preprocess.prune import prune_caches
+
+    ds, plan, run = planned
+    old = preprocess_dataset(ds, plan, run, workers=1, progress=False).folder
+    label = ds.case("case_001").label
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))
+    current = preprocess_dataset(ds, plan, run, workers=1, progress=False).folder
+    crashed = run / "preprocessed" / "0123456789abcdef"  # an interrupted run: no index.json
+    crashed.mkdir()
+    (crashed / "case_000.npy").write_bytes(b"x" * 1000)
+    plan.save(run / "plan.json")
+    # only case_001 (recomputed) and the index of the old cache are not linked from current
+    unshared = [p for p in old.iterdir() if p.name.startswith("case_001") or p.name == "index.json"]
+    expected = sum(p.stat().st_size for p in unshared) + 1000
+
+    dry = prune_caches(run, dry_run=True)
+    assert dry.kept == current.resolve() and set(dry.removed) == {old, crashed}
+    assert dry.freed_bytes == expected and old.is_dir() and "would remove 2" in dry.summary()
+    done = prune_caches(run)
+    assert done.freed_bytes == expected and not old.exists() and not crashed.exists()
+    assert open_cache(run).case_ids == ("case_000", "case_001", "case_002")
+    assert np.asarray(open_cache(run).image("case_000")).size  # linked data still readable
+    assert prune_caches(run).removed == ()
+
+
+def test_prune_refuses_without_a_current_cache(planned):
+    from medseg.preprocess.prune import prune_caches
+
+    ds, plan, run = planned
+    preprocess_dataset(ds, plan, run, workers=1, progress=False)
+    plan.with_changes(target_spacing=(2.0, 2.0, 2.0)).save(run / "plan.json")
+    with pytest.raises(DatasetError, match="no complete cache for the current plan"):
+        prune_caches(run)
+    assert len(list((run / "preprocessed").iterdir())) == 1
+
+
+def test_cli_clean_dry_run_then_clean(planned, capsys):
+    ds, plan, run = planned
+    old = preprocess_dataset(ds, plan, run, workers=1, progress=False).folder
+    preprocess_dataset(ds, plan.with_changes(target_spacing=(2.0, 2.0, 2.0)), run, workers=1,
+                       progress=False)
+    plan.with_changes(target_spacing=(2.0, 2.0, 2.0)).save(run / "plan.json")
+    assert main(["clean", str(run), "--dry-run"]) == 0
+    assert f"would remove {old}" in capsys.readouterr().out and old.is_dir()
+    assert main(["clean", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {old}" in out and "1 stale cache folder(s)" in out and not old.exists()
+    assert not (run / ".medseg.lock").exists()
