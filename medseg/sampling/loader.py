@@ -247,7 +247,6 @@ def make_loader(
         return DataLoader(batches, batch_size=None, sampler=sampler, pin_memory=pin_memory)
     # a worker has at most ~prefetch_factor batches in flight; the ring falls back to
     # ordinary tensor passing in the (unexpected) case that its next buffer is still taken
-    batches.ring = None
     batches.ring = SharedRing(num_workers, prefetch_factor + 2, batches[0])
     return RingLoader(
         batches, batches.ring, batch_size=None, sampler=sampler, num_workers=num_workers,

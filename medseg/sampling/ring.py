@@ -75,7 +75,12 @@ class RingLoader(DataLoader):
     def __init__(self, dataset: Any, ring: SharedRing, **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
         self.ring = ring
+        self.fallbacks = 0  # batches that came the ordinary way (their buffer was taken)
 
     def __iter__(self) -> Iterator[Batch]:
         for item in super().__iter__():
-            yield self.ring.take(item, self.pin_memory) if isinstance(item, Ticket) else item
+            if isinstance(item, Ticket):
+                yield self.ring.take(item, self.pin_memory)
+            else:
+                self.fallbacks += 1
+                yield item

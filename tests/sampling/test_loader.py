@@ -92,6 +92,7 @@ def test_kept_batches_stay_intact_when_the_shared_ring_wraps_around() -> None:
     loader = make_loader(batches, EpochSampler(12), num_workers=2, prefetch_factor=1)
     assert batches.ring is not None and batches.ring.size < 12  # each slot is reused
     kept = list(loader)
+    assert loader.fallbacks == 0  # every batch came through the ring
     for i, batch in enumerate(kept):
         expected = batches[i]  # computed in-process, outside the ring
         torch.testing.assert_close(batch["image"], expected["image"])
