@@ -1,4 +1,5 @@
-"""``medseg info PATH [--json]``: geometry and intensity summary of an image or DICOM folder."""
+"""``medseg info PATH [--json] [--regularize-slices]``: geometry and intensity summary of an
+image or DICOM folder."""
 
 from __future__ import annotations
 
@@ -20,25 +21,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", type=Path, help="image file, DICOM series or study folder")
     parser.add_argument("--series", help="DICOM series UID or description (study folders)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--regularize-slices", action="store_true",
+        help="describe a DICOM series with missing slices, non-uniform slice spacing or "
+        "gantry tilt as resampled onto a regular grid instead of refusing it",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = describe_path(args.path, args.series)
+    report = describe_path(args.path, args.series, regularize=args.regularize_slices)
     print(json.dumps(report) if args.json else format_report(report))
     return EXIT_OK
 
 
-def describe_path(path: Path, series: str | None = None) -> dict[str, Any]:
-    """Summary of ``path``: the volume (unless a folder holds several series) and its series."""
+def describe_path(
+    path: Path, series: str | None = None, *, regularize: bool = False
+) -> dict[str, Any]:
+    """Summary of ``path``: the volume (unless a folder holds several series) and its series.
+
+    ``regularize``: read an irregular DICOM series resampled onto a regular grid (see
+    ``read_volume``); the report's ``regularized`` says what was done (None if nothing).
+    """
     listing = list_series(path) if path.is_dir() else []
     volume = None
     if not path.is_dir() or series is not None or len(listing) == 1:
-        volume = read_volume(path, series=series)
+        volume = read_volume(path, series=series, regularize=regularize)
     return {
         "path": str(path),
         "format": volume.meta.get("format") if volume is not None else "dicom",
         "volume": volume.summary() if volume is not None else None,
+        "regularized": volume.meta.get("regularized") if volume is not None else None,
         "series": [_series_dict(s) for s in listing],
     }
 
@@ -55,6 +68,12 @@ def format_report(report: dict[str, Any]) -> str:
             f"  orientation  {vol['orientation']}{' (oblique)' if vol['oblique'] else ''}",
             f"  range        {vol['range']}",
         ]
+    if report["regularized"]:
+        reg = report["regularized"]
+        lines.append(
+            f"  regularized  {', '.join(reg['reasons'])}: {reg['source_slices']} source "
+            f"slices -> {reg['slices']} at {reg['step_mm']:.4g} mm ({reg['interpolation']})"
+        )
     if report["series"]:
         lines.append(f"  {len(report['series'])} series:")
         for s in report["series"]:

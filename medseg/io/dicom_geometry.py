@@ -10,7 +10,8 @@ is built in LPS (DICOM's patient frame) and converted to RAS here, once.
 A series is accepted only if every slice lies on one regular, orthogonal grid within
 ``SLICE_TOLERANCE`` of the smallest voxel size; otherwise a GeometryError says why
 (duplicated positions, missing slices, non-uniform spacing, gantry tilt, mixed sizes or
-orientations).
+orientations). With ``regularize=True``, missing slices, non-uniform spacing and gantry tilt
+are instead planned for resampling onto a regular grid (:mod:`medseg.io.dicom_regularize`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ from pydicom.dataset import Dataset
 
 from medseg.core import geometry
 from medseg.core.errors import GeometryError, ReadError
+from medseg.io.dicom_regularize import Regularization, plan_regularization
 
 SLICE_TOLERANCE = 0.05  # allowed off-grid slice displacement, as a fraction of the voxel size
 ORIENTATION_TOLERANCE = 1e-3  # max difference of direction cosines within one series
 SPACING_TOLERANCE = 1e-3  # relative PixelSpacing difference within one series
+REGULARIZE_HINT = (
+    "(read with regularize=True, or --regularize-slices, to resample it onto a regular grid)"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class SliceLayout:
     frames: tuple[DicomFrame, ...]
     affine: np.ndarray  # voxel -> RAS
     spacing: tuple[float, float, float]
+    # how to resample ``frames`` onto the affine's grid; None when they lie on it already
+    regularization: Regularization | None = None
 
 
 # --- header parsing -------------------------------------------------------------------------
@@ -122,12 +129,18 @@ def _enhanced_frames(path: Path, header: Dataset) -> tuple[DicomFrame, ...]:
 
 
 def slice_layout(
-    frames: Sequence[DicomFrame], name: str, single_slice_step: float = 1.0
+    frames: Sequence[DicomFrame],
+    name: str,
+    single_slice_step: float = 1.0,
+    *,
+    regularize: bool = False,
 ) -> SliceLayout:
     """Sort ``frames`` along the slice normal, check they form a regular grid, build the affine.
 
     ``name`` (the series) is used in error messages; ``single_slice_step`` is the k spacing
-    used when there is only one frame.
+    used when there is only one frame. With ``regularize``, missing slices, non-uniform
+    spacing and gantry tilt give a layout whose ``regularization`` says how to resample the
+    frames onto the returned (orthogonal, uniform) grid instead of an error.
     """
     bad_spacing = [f.pixel_spacing for f in frames if min(f.pixel_spacing) <= 0]
     if bad_spacing:
@@ -142,9 +155,10 @@ def slice_layout(
     sorted_frames = tuple(frames[i] for i in order)
     row_spacing, col_spacing = first.pixel_spacing
     if len(frames) == 1:
-        step = float(single_slice_step)
+        step, plan = float(single_slice_step), None
     else:
-        step = _check_regular(positions, normal, min(row_spacing, col_spacing), name)
+        axes = (row, col, normal)
+        step, plan = _slice_step(positions, axes, (col_spacing, row_spacing), name, regularize)
     lin = np.column_stack([row * col_spacing, col * row_spacing, normal * step])
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = lin
@@ -153,7 +167,7 @@ def slice_layout(
         affine = geometry.check_affine(geometry.lps_to_ras(affine_lps), "affine")
     except GeometryError as exc:
         raise GeometryError(f"{name}: {exc}") from exc
-    return SliceLayout(sorted_frames, affine, (col_spacing, row_spacing, step))
+    return SliceLayout(sorted_frames, affine, (col_spacing, row_spacing, step), plan)
 
 
 def _check_uniform(frames: Sequence[DicomFrame], name: str) -> None:
@@ -184,34 +198,61 @@ def _unit_cosines(orientation: Sequence[float], name: str) -> tuple[np.ndarray, 
     return row / norms[0], col / norms[1]
 
 
-def _check_regular(positions: np.ndarray, normal: np.ndarray, pixel: float, name: str) -> float:
-    """Raise unless the sorted slice positions form a regular stack along ``normal``.
+def _slice_step(
+    positions: np.ndarray,
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    spacing_ij: tuple[float, float],
+    name: str,
+    regularize: bool,
+) -> tuple[float, Regularization | None]:
+    """The k step (mm) of sorted slice ``positions`` and, if they need it, their regularisation.
 
-    Returns the slice step (mm): the distance between the first and last slice over n-1.
+    ``axes`` are the unit row, column and normal vectors. Duplicated positions always
+    raise; gantry tilt, missing slices and non-uniform spacing raise unless ``regularize``.
+    A regular stack's step is the first-to-last distance over n - 1 (ITK's definition).
     """
-    n = len(positions)
+    row, col, normal = axes
     depth = positions @ normal
-    steps = np.diff(depth)
-    mean_step = (depth[-1] - depth[0]) / (n - 1)
-    tol = SLICE_TOLERANCE * min(pixel, mean_step) if mean_step > 0 else 0.0
+    mean_step = (depth[-1] - depth[0]) / (len(depth) - 1)
+    tol = SLICE_TOLERANCE * min(*spacing_ij, mean_step) if mean_step > 0 else 0.0
+    _check_distinct(np.diff(depth), tol, name)
+    in_plane = positions - positions[0] - np.outer(depth - depth[0], normal)
+    problem = _tilt_problem(in_plane, depth, tol) or _spacing_problem(depth, tol)
+    if problem is None:
+        return float(np.linalg.norm(positions[-1] - positions[0]) / (len(depth) - 1)), None
+    if not regularize:
+        raise GeometryError(f"{name}: {problem} {REGULARIZE_HINT}")
+    shifts_mm = np.column_stack([in_plane @ row, in_plane @ col])
+    plan = plan_regularization(depth, shifts_mm, spacing_ij, tol)
+    return plan.step, plan
+
+
+def _check_distinct(steps: np.ndarray, tol: float, name: str) -> None:
     duplicated = int(np.sum(steps <= max(tol, 1e-6)))
     if duplicated:
         raise GeometryError(
             f"{name}: {duplicated + 1} or more slices share a position along the slice normal "
             "(several echoes, phases or time points in one series?)"
         )
-    off_normal = positions[-1] - positions[0] - (depth[-1] - depth[0]) * normal
-    grid = positions[0] + np.outer(depth - depth[0], normal)
-    if np.max(np.linalg.norm(positions - grid, axis=1)) > tol:
-        tilt = np.degrees(np.arctan2(np.linalg.norm(off_normal), depth[-1] - depth[0]))
-        raise GeometryError(
-            f"{name}: slice positions are not along the slice normal (gantry tilt or sheared "
-            f"stack, {tilt:.2f} degrees); refusing rather than returning a sheared geometry"
-        )
-    regular = depth[0] + mean_step * np.arange(n)
-    if np.max(np.abs(depth - regular)) > tol:
-        raise GeometryError(f"{name}: {_irregularity(steps)}")
-    return float(np.linalg.norm(positions[-1] - positions[0]) / (n - 1))
+
+
+def _tilt_problem(in_plane: np.ndarray, depth: np.ndarray, tol: float) -> str | None:
+    """Why slices whose in-plane offsets from the first one are ``in_plane`` are sheared."""
+    if np.max(np.linalg.norm(in_plane, axis=1)) <= tol:
+        return None
+    tilt = np.degrees(np.arctan2(np.linalg.norm(in_plane[-1]), depth[-1] - depth[0]))
+    return (
+        f"slice positions are not along the slice normal (gantry tilt or sheared stack, "
+        f"{tilt:.2f} degrees); refusing rather than returning a sheared geometry"
+    )
+
+
+def _spacing_problem(depth: np.ndarray, tol: float) -> str | None:
+    """Why slices at sorted ``depth`` are not evenly spaced, if they are not."""
+    regular = np.linspace(depth[0], depth[-1], len(depth))
+    if np.max(np.abs(depth - regular)) <= tol:
+        return None
+    return _irregularity(np.diff(depth))
 
 
 def _irregularity(steps: np.ndarray) -> str:

@@ -142,6 +142,12 @@ def _segment_values(seg: hd.seg.Segmentation, names: Mapping[int, str] | None) -
 
 def _source_headers(labels: Volume) -> list[Dataset]:
     files: Sequence[str] = labels.meta.get("dicom_files") or []
+    if labels.meta.get("regularized"):
+        raise OutputError(
+            "DICOM-SEG output needs one source instance per slice, but the source series was "
+            "regularised (resampled between slices) when read; write NIfTI instead",
+            labels.meta.get("source"),
+        )
     if not files:
         raise OutputError(
             "DICOM-SEG output needs a DICOM source series (the input was not DICOM)",

@@ -14,6 +14,7 @@ import numpy as np
 from medseg.core import Volume
 from medseg.core.errors import InputError, OutputError, ReadError
 from medseg.io import dicom_volume
+from medseg.io.dicom_regularize import Interpolation
 from medseg.io.dicom_series import is_dicom_file
 from medseg.io.nifti import is_nifti_path, read_nifti, write_nifti
 from medseg.io.sitk_io import read_sitk, sitk_format, write_sitk
@@ -22,23 +23,34 @@ SUPPORTED = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, a DICOM file, or a DICOM f
 
 
 def read_volume(
-    path: str | Path, series: str | None = None, *, allow_nonfinite: bool = False
+    path: str | Path,
+    series: str | None = None,
+    *,
+    allow_nonfinite: bool = False,
+    regularize: bool = False,
+    interpolation: Interpolation = "linear",
 ) -> Volume:
     """Read an image file or DICOM folder into a :class:`Volume` (RAS affine, dtype kept).
 
     ``series`` selects one series of a DICOM folder by SeriesInstanceUID or by an
     unambiguous (exact, else substring) SeriesDescription match. NaN/Inf voxels raise
-    :class:`ReadError` unless ``allow_nonfinite`` is true.
+    :class:`ReadError` unless ``allow_nonfinite`` is true. ``regularize`` resamples a DICOM
+    series with missing slices, non-uniform spacing or gantry tilt onto a regular grid
+    (``interpolation`` "linear", or "nearest" for label/mask series) instead of refusing
+    it; see :func:`medseg.io.dicom_volume.series_to_volume`. Other formats are always
+    regular grids and ignore both.
     """
     path = Path(path)
     if not path.exists():
         raise ReadError("no such file or folder", path)
     if path.is_dir():
-        volume = dicom_volume.read_dicom_folder(path, series)
+        volume = dicom_volume.read_dicom_folder(
+            path, series, regularize=regularize, interpolation=interpolation
+        )
     else:
         if series is not None:
             raise InputError("a series selector only applies to DICOM folders", path)
-        volume = _read_file(path)
+        volume = _read_file(path, regularize, interpolation)
     if not allow_nonfinite:
         check_finite(volume)
     return volume
@@ -70,7 +82,7 @@ def check_finite(volume: Volume) -> None:
         )
 
 
-def _read_file(path: Path) -> Volume:
+def _read_file(path: Path, regularize: bool, interpolation: Interpolation) -> Volume:
     if path.stat().st_size == 0:
         raise ReadError("empty file (0 bytes)", path)
     _check_readable(path)
@@ -79,7 +91,9 @@ def _read_file(path: Path) -> Volume:
     if sitk_format(path) is not None:
         return read_sitk(path)
     if is_dicom_file(path):
-        return dicom_volume.read_dicom_file(path)
+        return dicom_volume.read_dicom_file(
+            path, regularize=regularize, interpolation=interpolation
+        )
     raise ReadError(f"unrecognised image format (supported: {SUPPORTED})", path)
 
 

@@ -97,6 +97,18 @@ def series_datasets(
     return datasets
 
 
+def move_slice(ds: Dataset, offset_lps: np.ndarray) -> None:
+    """Add ``offset_lps`` (mm) to a dataset's ImagePositionPatient (to break a grid)."""
+    position = np.asarray(ds.ImagePositionPatient, dtype=np.float64) + offset_lps
+    ds.ImagePositionPatient = _ds_list(position)
+
+
+def slice_normal(ds: Dataset) -> np.ndarray:
+    """Unit slice normal (LPS) of a dataset: row cosines x column cosines."""
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    return np.cross(iop[:3], iop[3:])
+
+
 def save_series(
     datasets: Sequence[Dataset], folder: Path, naming: str = "index", seed: int = 0
 ) -> list[Path]:

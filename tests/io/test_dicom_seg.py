@@ -86,6 +86,14 @@ def test_needs_a_dicom_source(source, tmp_path):
     assert not (tmp_path / "seg.dcm").exists()
 
 
+def test_refuses_a_regularised_source_with_the_reason(source, tmp_path):
+    meta = {**source.meta, "dicom_files": [], "sop_instance_uids": [],
+            "regularized": {"reasons": ["missing slices"]}}
+    with pytest.raises(OutputError, match=r"regularised .* write NIfTI instead"):
+        write_dicom_seg(Volume(_labels(source).array, source.affine, meta),
+                        tmp_path / "seg.dcm", NAMES)
+
+
 def test_rejects_a_label_grid_off_the_series(source, tmp_path):
     shifted = source.affine.copy()
     shifted[:3, 3] += 1.0
