@@ -27,13 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DICOM: SeriesDescription pattern of mask series")
     parser.add_argument("--channels", nargs="+", metavar="DESCRIPTION",
                         help="DICOM: series descriptions to use as channels, in order")
+    parser.add_argument("--regularize-slices", action="store_true",
+                        help="DICOM: resample series with missing slices, non-uniform "
+                             "spacing or gantry tilt onto a regular grid instead of "
+                             "excluding the case")
     parser.add_argument("--memory-gb", type=float, default=8.0,
                         help="GPU memory budget for patch/batch size (default 8)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset, mask_pattern=args.mask_pattern, channels=args.channels)
+    dataset = load_dataset(args.dataset, mask_pattern=args.mask_pattern, channels=args.channels,
+                           regularize_slices=args.regularize_slices)
     for line in describe_pairs(dataset) if any(c.label_series for c in dataset.cases) else []:
         print(f"pair {line}")
     plan, report = plan_run(dataset, args.out, strict=args.strict,

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="trained configuration to use (default: 3d, else 2d)")
     parser.add_argument("--series", metavar="UID|DESCRIPTION",
                         help="DICOM series to predict in study folders")
+    parser.add_argument("--regularize-slices", action="store_true",
+                        help="resample DICOM series with missing slices, non-uniform spacing "
+                             "or gantry tilt onto a regular grid (the output is on that grid)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--tta", action="store_true", help="test-time mirroring (slower)")
     parser.add_argument("--overlap", type=float, default=0.5,
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         largest_component=args.largest_component,
     )
     predictor = Predictor.load(args.model, args.folds, args.config, args.device, settings)
-    jobs = discover_jobs(args.input, list(predictor.plan.channels.values()), args.series)
+    jobs = discover_jobs(args.input, list(predictor.plan.channels.values()), args.series,
+                         regularize=args.regularize_slices)
     options = BatchOptions(args.format, args.overwrite, args.save_probabilities,
                            progress=not args.no_progress)
     check_outputs(jobs, args.output, options)  # refuse bad outputs before any other output

@@ -21,6 +21,7 @@ class Case:
     label: Path | None
     image_series: tuple[str | None, ...] = ()
     label_series: str | None = None
+    regularize: bool = False  # resample irregular DICOM series onto a regular grid when read
 
     def files(self) -> tuple[Path, ...]:
         """Every input path of the case (images, then the label if any)."""
@@ -35,6 +36,8 @@ class Case:
         if any(uid is not None for uid in self.image_series) or self.label_series:
             out["image_series"] = list(self.image_series)
             out["label_series"] = self.label_series
+        if self.regularize:
+            out["regularize"] = True
         return out
 
     @classmethod
@@ -45,6 +48,7 @@ class Case:
             label=None if d.get("label") is None else Path(d["label"]),
             image_series=tuple(d.get("image_series", ())),
             label_series=d.get("label_series"),
+            regularize=bool(d.get("regularize", False)),
         )
 
 
@@ -88,6 +92,12 @@ class Dataset:
     def with_cases(self, cases: tuple[Case, ...]) -> Dataset:
         """The same dataset restricted to ``cases`` (e.g. the valid ones)."""
         return replace(self, cases=tuple(cases))
+
+    def with_regularized_slices(self) -> Dataset:
+        """The same dataset with every case read with DICOM slice regularisation (irregular
+        series resampled onto a regular grid instead of refused; see ``medseg.io``)."""
+        return replace(self, cases=tuple(replace(c, regularize=True) for c in self.cases),
+                       test_cases=tuple(replace(c, regularize=True) for c in self.test_cases))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ def load_dataset(
     *,
     mask_pattern: str = DEFAULT_MASK_PATTERN,
     channels: Sequence[str] | None = None,
+    regularize_slices: bool = False,
 ) -> Dataset:
     """Load a dataset folder, recognising its layout.
 
@@ -25,8 +26,15 @@ def load_dataset(
       with files of the same case name and no ``dataset.json``;
     - DICOM studies: any folder of DICOM files, image series paired with the mask series
       whose description matches ``mask_pattern`` (``channels``: descriptions to use).
+
+    ``regularize_slices`` marks every case to be read with DICOM slice regularisation
+    (irregular series resampled onto a regular grid instead of refused).
     """
-    root = Path(path)
+    dataset = _load_layout(Path(path), mask_pattern, channels)
+    return dataset.with_regularized_slices() if regularize_slices else dataset
+
+
+def _load_layout(root: Path, mask_pattern: str, channels: Sequence[str] | None) -> Dataset:
     if not root.is_dir():
         raise DatasetError("dataset must be a folder", root)
     if is_decathlon(root):

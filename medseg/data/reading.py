@@ -15,17 +15,20 @@ def read_case(case: Case, *, allow_nonfinite: bool = False) -> tuple[Volume, Vol
 
     A DICOM mask series (``case.label_series``) is binarised: non-zero voxels are label 1.
     Channels must lie on one grid; the image keeps the first channel's geometry and its
-    dtype is the common dtype of the channels. Raises ReadError/GeometryError naming the file.
+    dtype is the common dtype of the channels. With ``case.regularize``, irregular DICOM
+    series are resampled onto a regular grid (images linearly, labels by nearest slice).
+    Raises ReadError/GeometryError naming the file.
     """
     series = case.image_series or (None,) * len(case.images)
     channels = [
-        read_volume(path, uid, allow_nonfinite=allow_nonfinite)
+        read_volume(path, uid, allow_nonfinite=allow_nonfinite, regularize=case.regularize)
         for path, uid in zip(case.images, series, strict=True)
     ]
     image = stack_channels(channels, case.case_id)
     label = None
     if case.label is not None:
-        label = read_volume(case.label, case.label_series, allow_nonfinite=True)
+        label = read_volume(case.label, case.label_series, allow_nonfinite=True,
+                            regularize=case.regularize, interpolation="nearest")
         # A DICOM mask series marks the structure by any non-zero value: label 1.
         array = (label.array != 0).astype(np.uint8) if case.label_series else label.array
         label = Volume(array, label.affine, {**label.meta, "case": case.case_id})

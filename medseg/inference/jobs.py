@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medseg.core.errors import InputError, ReadError
@@ -36,9 +36,11 @@ class Job:
 
 
 def discover_jobs(
-    inputs: Sequence[str | Path], channel_names: Sequence[str], series: str | None = None
+    inputs: Sequence[str | Path], channel_names: Sequence[str], series: str | None = None,
+    regularize: bool = False,
 ) -> list[Job]:
-    """Jobs for every input path; ``series`` picks DICOM series by UID or description."""
+    """Jobs for every input path; ``series`` picks DICOM series by UID or description;
+    ``regularize`` reads irregular DICOM series resampled onto a regular grid."""
     jobs: list[Job] = []
     for raw in inputs:
         path = Path(raw)
@@ -52,6 +54,8 @@ def discover_jobs(
             jobs.extend(_dicom_jobs(path, channel_names, series))
     if not jobs:
         raise InputError(f"no images found in {', '.join(str(p) for p in inputs)}")
+    if regularize:
+        jobs = [replace(j, case=replace(j.case, regularize=True)) for j in jobs]
     return unique_names(jobs)
 
 

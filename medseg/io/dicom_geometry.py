@@ -33,7 +33,8 @@ SLICE_TOLERANCE = 0.05  # allowed off-grid slice displacement, as a fraction of 
 ORIENTATION_TOLERANCE = 1e-3  # max difference of direction cosines within one series
 SPACING_TOLERANCE = 1e-3  # relative PixelSpacing difference within one series
 REGULARIZE_HINT = (
-    "(read with regularize=True, or --regularize-slices, to resample it onto a regular grid)"
+    "(read with regularize=True, --regularize-slices or the pipeline key "
+    "dataset.regularize_slices to resample it onto a regular grid)"
 )
 
 

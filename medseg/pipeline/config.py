@@ -49,6 +49,10 @@ class DatasetConfig:
         "order (null: every description found next to each mask, sorted)."))
     strict: bool = field(default=False, metadata=doc(
         "Stop at the first invalid case instead of excluding it with a reason."))
+    regularize_slices: bool = field(default=False, metadata=doc(
+        "DICOM only: resample series with missing slices, non-uniform slice spacing or "
+        "gantry tilt onto a regular grid (images linearly, masks by nearest slice) instead "
+        "of excluding the case."))
     holdout_fraction: float = field(default=0.2, metadata=doc(
         "Fraction of the valid labelled cases held out from training for the evaluation "
         "stage (0 = none: nothing to evaluate).", check=in_range(0, 1, hi_open=True)))

@@ -54,7 +54,8 @@ EVALUATION_DIR = "evaluation"
 def ingest(ctx: StageContext) -> StageResult:
     """Find the cases, validate them, draw the hold-out and keep its references as NIfTI."""
     cfg = ctx.config.dataset
-    dataset = load_dataset(cfg.path, mask_pattern=cfg.mask_series, channels=cfg.channels)
+    dataset = load_dataset(cfg.path, mask_pattern=cfg.mask_series, channels=cfg.channels,
+                           regularize_slices=cfg.regularize_slices)
     report = validate_dataset(dataset, strict=cfg.strict)
     if report.excluded:
         log.warning(report.summary())

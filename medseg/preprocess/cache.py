@@ -33,7 +33,8 @@ FOREGROUND_SAMPLES = 10_000  # voxel coordinates kept per class and case
 
 
 def input_identity(case: Case) -> list[list[Any]]:
-    """``[path, size, mtime_ns]`` of every input file (every file of a DICOM series folder)."""
+    """``[path, size, mtime_ns]`` of every input file (every file of a DICOM series folder),
+    and ``["regularize", true]`` when the case is read with slice regularisation."""
     files: list[Path] = []
     for path in case.files():
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
@@ -44,7 +45,7 @@ def input_identity(case: Case) -> list[list[Any]]:
             out.append([str(f), st.st_size, st.st_mtime_ns])
         except OSError:
             out.append([str(f), None, None])
-    return out
+    return out + ([["regularize", True]] if case.regularize else [])
 
 
 def cache_key(plan: Plan, identities: Sequence[tuple[str, list[list[Any]]]]) -> str:

@@ -60,3 +60,11 @@ def test_series_matching_by_description_then_modality(tmp_path, volume_factory):
 def test_missing_input_is_a_read_error(tmp_path):
     with pytest.raises(ReadError, match="input not found"):
         discover_jobs([tmp_path / "nope"], ["MRI"])
+
+
+def test_regularize_marks_every_job(tmp_path, volume_factory):
+    write_dicom_series(volume_factory(), tmp_path / "study" / "s1", "T1post")
+    write_volume(volume_factory(), tmp_path / "files" / "a.nii.gz")
+    inputs = [tmp_path / "study", tmp_path / "files"]
+    assert not any(j.case.regularize for j in discover_jobs(inputs, ["MRI"]))
+    assert all(j.case.regularize for j in discover_jobs(inputs, ["MRI"], regularize=True))

@@ -23,7 +23,8 @@ from tests.io import dicom_factory
 AXIAL = make_affine((0.5, 0.75, 1.25), "LPS", (0, 0, 0), (10.0, -20.0, 30.0))
 OBLIQUE = make_affine((0.7, 0.9, 2.5), "LPS", (10, 20, 5), (4.0, -3.0, 12.5))
 SHAPE = (6, 5, 8)
-HINT = r"\(read with regularize=True, or --regularize-slices, to resample it onto a regular grid\)$"
+HINT = (r"\(read with regularize=True, --regularize-slices or the pipeline key "
+        r"dataset.regularize_slices to resample it onto a regular grid\)$")
 
 
 def ramp(shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
