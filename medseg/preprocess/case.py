@@ -66,5 +66,7 @@ def preprocess_case(image: Volume, label: Volume | None, plan: Plan) -> Preproce
         "spacing": list(geometry.spacing(grid.affine)),
         "affine": grid.affine.tolist(),
     }
+    if image.meta.get("regularized"):  # the source grid is a regularised DICOM series
+        record["source_regularized"] = image.meta["regularized"]
     label_out = None if grid.label is None else np.ascontiguousarray(grid.label, dtype=np.uint8)
     return PreprocessedCase(np.ascontiguousarray(grid.image, dtype=np.float32), label_out, record)

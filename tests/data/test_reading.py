@@ -50,3 +50,13 @@ def test_the_flag_survives_dataset_json_and_changes_the_cache_identity(tmp_path:
     assert Dataset.from_dict(regularised.to_dict()) == regularised
     assert "regularize" not in dataset.cases[0].to_dict()  # old dataset.json files unchanged
     assert input_identity(regularised.cases[0]) != input_identity(case)
+
+
+def test_the_preprocessing_record_says_the_source_was_regularised(tmp_path: Path) -> None:
+    from medseg.preprocess import preprocess_case
+    from tests.preprocess.test_invert import make_plan
+
+    image, label = read_case(replace(irregular_case(tmp_path), regularize=True))
+    record = preprocess_case(image, label, make_plan()).record
+    assert record["source_regularized"]["reasons"] == ["missing slices"]
+    assert record["source_shape"] == list(SHAPE)
