@@ -102,7 +102,7 @@ class OpenCases:
         few hundred batches); touching 63 MB of cached cases takes ~15 ms."""
         touched = 0
         for arrays in self._open.values():
-            for array in arrays[:2]:
+            for array in (a for a in arrays[:2] if a is not None):  # image, label
                 if touched + array.nbytes > budget_bytes:
                     return touched
                 touch_pages(array)
