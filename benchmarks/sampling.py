@@ -84,6 +84,8 @@ def medseg_times(cache, cases, settings, augment, batches, workers, repeats
         data.open_all()  # the counterpart of CacheDataset's (untimed) cache pass
         loader = medseg_loader(data, EpochSampler(batches + 2), num_workers=workers)
         times.append(time_batches(loader, batches))
+        if getattr(loader, "fallbacks", 0):  # the slow path of medseg.sampling.ring
+            print(f"note: {loader.fallbacks} batch(es) bypassed the shared ring")
     return times
 
 
