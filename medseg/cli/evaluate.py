@@ -7,8 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from medseg.core.errors import EXIT_OK, EXIT_PARTIAL
-from medseg.metrics import evaluate_folders, parse_labels
+from medseg.core.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
+from medseg.metrics import evaluate_folders, parse_labels, parse_regions
 from medseg.metrics.batch import DEFAULT_QC_CASES
 from medseg.metrics.evaluate import DEFAULT_NSD_TOLERANCE_MM
 from medseg.metrics.report import format_summary
@@ -47,6 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"QC montages for the N worst cases (default {DEFAULT_QC_CASES})",
     )
     parser.add_argument(
+        "--regions", type=_regions, metavar="NAME=V,V;...",
+        help="also score unions of labels, e.g. for BraTS "
+             "'whole_tumour=1,2,3,4;tumour_core=1,3,4;enhancing=4'")
+    parser.add_argument(
+        "--partial-labels", action="store_true",
+        help="a class absent from a reference was not annotated there: do not score it in "
+             "that case (per_case.csv shows scored=0)")
+    parser.add_argument(
         "--workers", type=_at_least(1, int), default=min(4, os.cpu_count() or 1), metavar="N",
         help="parallel processes (default: up to 4)",
     )
@@ -68,12 +76,19 @@ def _at_least(minimum: float, kind: type) -> Callable[[str], float]:
     return convert
 
 
+def _regions(text: str) -> dict[str, tuple[int, ...]]:
+    try:
+        return parse_regions(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels is not None else None
     result = evaluate_folders(
         args.pred, args.gt, args.output, labels=labels, nsd_tolerance=args.nsd_tolerance,
         workers=args.workers, images_dir=args.images, resample_pred=args.resample_pred,
-        qc_cases=args.qc_cases,
+        qc_cases=args.qc_cases, regions=args.regions, partial_labels=args.partial_labels,
     )
     print(format_summary(result.summary))
     if result.failed:

@@ -1,4 +1,5 @@
-"""``medseg plan DATASET --out RUN_DIR``: validate, fingerprint and plan a dataset."""
+"""``medseg plan DATASET --out RUN``: validate, fingerprint and plan a dataset for this
+device."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from pathlib import Path
 from medseg.core.errors import EXIT_OK
 from medseg.data import describe_pairs, load_dataset
 from medseg.preprocess import plan_run
+from medseg.preprocess.planning import PARTIAL_LABELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plan",
         help="validate a dataset and write its fingerprint and plan.json",
-        description="Discover and validate a dataset (Decathlon, images/ + labels/ folders, "
-                    "or DICOM studies with a mask series), then write dataset.json, "
-                    "fingerprint.json and an editable plan.json into RUN_DIR.",
+        description="Discover and validate a dataset (Decathlon, nnU-Net, images/ + labels/ "
+                    "folders, or DICOM studies with a mask series), then write dataset.json, "
+                    "fingerprint.json and an editable plan.json into RUN_DIR. The plan is "
+                    "nnU-Net's, sized to the device's memory; `medseg train --max-minutes N` "
+                    "fits it to the device's measured speed and the budget (give "
+                    "--max-minutes here to see that choice now).",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -31,23 +36,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DICOM: resample series with missing slices, non-uniform "
                              "spacing or gantry tilt onto a regular grid instead of "
                              "excluding the case")
-    parser.add_argument("--memory-gb", type=float, default=8.0,
-                        help="GPU memory budget for patch/batch size (default 8)")
+    parser.add_argument("--device", default="auto", help="device to plan for (auto, cpu, cuda)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="fit the networks to this training budget now (measures step "
+                             "times on the device)")
+    parser.add_argument("--memory-gb", type=float, default=None,
+                        help="GPU memory the reference plan is sized for (default: the "
+                             "GPU's memory, 8 GB without one)")
+    parser.add_argument("--partial-labels", choices=PARTIAL_LABELS, default="auto",
+                        help="treat a class absent from a case's label as not annotated "
+                             "there (excluded from loss and scores); auto: on when some "
+                             "class is missing from some cases")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from medseg.train.api import plan_for_device, planning_memory_gb
+    from medseg.train.autoplan import describe
+
     dataset = load_dataset(args.dataset, mask_pattern=args.mask_pattern, channels=args.channels,
                            regularize_slices=args.regularize_slices)
     for line in describe_pairs(dataset) if any(c.label_series for c in dataset.cases) else []:
         print(f"pair {line}")
-    plan, report = plan_run(dataset, args.out, strict=args.strict,
-                            memory_budget_gb=args.memory_gb)
+    memory = args.memory_gb or planning_memory_gb(args.device)
+    plan, report = plan_run(dataset, args.out, strict=args.strict, memory_budget_gb=memory,
+                            partial_labels=args.partial_labels)
+    plan = plan_for_device(plan, args.device, args.max_minutes)
+    plan.save(args.out / "plan.json")
     print(report.summary())
     print(f"plan for {plan.dataset_name}: target spacing {list(plan.target_spacing)} mm, "
-          f"normalization {[n['scheme'] for n in plan.normalization]}")
+          f"normalization {[n['scheme'] for n in plan.normalization]}, partial labels "
+          f"{'on' if plan.partial_labels else 'off'} ({plan.auto.get('partial_labels')})")
+    budget = (f"a {args.max_minutes:g}-minute budget" if args.max_minutes
+              else "no time budget (`medseg train --max-minutes N` fits it to N minutes)")
+    print(f"networks for {plan.auto.get('device')} and {budget}:")
     for name, config in plan.configurations.items():
-        print(f"  {name}: patch {list(config.patch_size)}, batch {config.batch_size}, "
-              f"{len(config.strides)} levels, filters {list(config.filters)}")
+        lines = describe(config)
+        print(f"  {name}: {lines[0]}")
+        for line in lines[1:]:
+            print(f"    {line.strip()}")
     print(f"wrote {args.out / 'plan.json'} (edit it before `medseg preprocess` if needed)")
     return EXIT_OK

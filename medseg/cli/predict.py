@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="resample DICOM series with missing slices, non-uniform spacing "
                              "or gantry tilt onto a regular grid (the output is on that grid)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--tta", action="store_true", help="test-time mirroring (slower)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="test-time mirroring (default: the plan's choice, on where this "
+                             "kind of device predicts a median case with it within a minute)")
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="sliding-window overlap in [0, 1) (default 0.5)")
     parser.add_argument("--batch-size", type=int,

@@ -7,9 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from medseg.core.errors import EXIT_OK
-from medseg.train.api import TrainSettings, train_fold
+from medseg.models.runtime import PRECISIONS
+from medseg.train.api import train_fold
 from medseg.train.distributed import distributed
-from medseg.train.optim import OptimSettings
+from medseg.train.settings import OptimSettings, TrainSettings
 
 
 def _fold(value: str) -> int | str:
@@ -23,6 +24,7 @@ def _fold(value: str) -> int | str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = TrainSettings()
     parser = subparsers.add_parser(
         "train",
         help="train a network on one fold of a preprocessed run",
@@ -37,18 +39,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None, help="number of epochs")
     length.add_argument("--max-minutes", type=float, default=None,
-                        help="wall-clock budget; the LR schedule is fitted to end with it")
+                        help="hard wall-clock budget for the whole command: the plan is "
+                             "fitted to it and to this device (measured step times), the "
+                             "LR schedule ends with it, and the final validation and "
+                             "checkpoint fit in it")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with "
+                             "native bfloat16, else fp32)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from checkpoint_last.pt with its saved schedule")
-    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="initial learning rate (default 1e-2 SGD, 1e-3 AdamW)")
-    parser.add_argument("--iterations-per-epoch", type=int, default=250)
-    parser.add_argument("--validate-every", type=int, default=5, help="epochs between "
-                        "validations (the last epoch is always validated)")
+    planned = "(default: the plan's choice, see plan.json)"
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help=planned)
+    parser.add_argument("--lr", type=float, default=None, help=f"initial learning rate {planned}")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, help=planned)
+    parser.add_argument("--validate-every", type=int, default=None, help="epochs between "
+                        f"validations (the last epoch is always validated) {planned}")
+    parser.add_argument("--keep-plan", action="store_true",
+                        help="train plan.json as written instead of fitting it to the device "
+                             "and budget")
     parser.add_argument("--workers", type=int, default=None, help="data loader processes")
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"random seed (default {defaults.seed})")
     parser.set_defaults(func=run)
 
 
@@ -56,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     settings = replace(
         TrainSettings(), iterations_per_epoch=args.iterations_per_epoch,
         validate_every=args.validate_every, num_workers=args.workers, seed=args.seed,
-        optim=OptimSettings(name=args.optimizer, lr=args.lr),
+        optim=OptimSettings(name=args.optimizer, lr=args.lr), precision=args.precision,
+        fit_to_budget=not args.keep_plan,
     )
     with distributed(args.device) as dist:  # one process, or a rank under torchrun
         result = train_fold(args.run_dir, args.config, args.fold, epochs=args.epochs,
@@ -65,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not dist.is_main:
         return EXIT_OK
     dice = ", ".join(f"{k} {v:.4f}" for k, v in result.final_dice.items()) or "no validation"
-    print(f"trained {result.config} fold {result.fold}: {result.epochs} epochs in "
-          f"{result.seconds / 60:.1f} min; final validation Dice: {dice}; "
-          f"checkpoints in {result.fold_dir}")
+    print(f"trained {result.config} fold {result.fold}: {result.epochs} epochs "
+          f"({result.steps} steps) in {result.seconds / 60:.1f} min; final validation Dice: "
+          f"{dice}; plan and checkpoints in {result.fold_dir}")
     return EXIT_OK

@@ -119,13 +119,18 @@ def label_problem(image: Volume, label: Volume, declared: set[int]) -> str | Non
         return (f"label grid differs from image grid (shape {label.spatial_shape} vs "
                 f"{image.spatial_shape}, or affine differs by more than 1e-3 mm)")
     arr = label.array
+    source = label.meta.get("source", "label")
     if arr.dtype.kind in "fc":
         if not np.all(np.isfinite(arr)):
-            return "NaN/Inf in label"
-        if not np.all(arr == np.round(arr)):
-            return "label has non-integer values"
+            return f"NaN/Inf in label {source}"
+        fractional = arr[arr != np.round(arr)]
+        if fractional.size:
+            examples = ", ".join(f"{v:g}" for v in np.unique(fractional)[:3])
+            return (f"label {source} has non-integral values ({examples}); a label file may "
+                    f"be stored as float only when every value is a whole number")
     values = {int(v) for v in np.unique(arr)}
     undeclared = sorted(values - declared)
     if undeclared:
-        return f"label values {undeclared} not among declared labels {sorted(declared)}"
+        return (f"label values {undeclared} in {source} are not among the declared labels "
+                f"{sorted(declared)}")
     return None

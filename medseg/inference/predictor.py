@@ -19,8 +19,9 @@ from torch import nn
 from medseg.core import Volume
 from medseg.core.errors import CheckpointError, ConfigError
 from medseg.inference.postprocess import keep_largest_component
-from medseg.inference.sliding_window import autocast_dtype, predict_probabilities
+from medseg.inference.sliding_window import predict_probabilities
 from medseg.models import build_network, load_checkpoint, load_weights
+from medseg.models.runtime import autocast_dtype, resolve_device
 from medseg.preprocess.case import PreprocessedCase, preprocess_case
 from medseg.preprocess.invert import invert_labels, invert_probabilities
 from medseg.preprocess.plan import Plan
@@ -35,7 +36,7 @@ class InferenceSettings:
     """How windows are predicted: overlap, mirroring (TTA), batch, mixed precision, LCC."""
 
     overlap: float = 0.5
-    tta: bool = False
+    tta: bool | None = None  # test-time mirroring; None: the plan's choice (mirror_tta)
     batch_size: int | None = None  # windows per forward; None: 2 (3D) or the plan's (2D)
     amp: bool = True
     largest_component: bool = False
@@ -95,6 +96,13 @@ class Predictor:
         return cls(plan, config_name, networks, device, settings, paths)
 
     @property
+    def mirroring(self) -> bool:
+        """Whether windows are also predicted mirrored: as asked, else as planned."""
+        if self.settings.tta is not None:
+            return self.settings.tta
+        return self.plan.configuration(self.config).training.mirror_tta
+
+    @property
     def label_names(self) -> dict[int, str]:
         return dict(self.plan.labels)
 
@@ -102,7 +110,7 @@ class Predictor:
         """One line: configuration, folds and device."""
         folds = ", ".join(p.parent.name for p in self.checkpoints) or "in-memory"
         return (f"{self.plan.dataset_name} {self.config} ({len(self.networks)} network(s): "
-                f"{folds}) on {self.device}")
+                f"{folds}) on {self.device}, mirroring {'on' if self.mirroring else 'off'}")
 
     def preprocess(self, volume: Volume) -> PreprocessedCase:
         """Apply the plan's preprocessing to an input image."""
@@ -111,7 +119,7 @@ class Predictor:
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Fold-averaged class probabilities ``(K, X, Y, Z)`` on the preprocessed grid."""
         cfg = self.plan.configuration(self.config)
-        mirror_axes = (0, 1, 2) if self.settings.tta else ()
+        mirror_axes = (0, 1, 2) if self.mirroring else ()
         batch_size = self.settings.batch_size or (2 if cfg.slice_axis is None else cfg.batch_size)
         total: np.ndarray | None = None
         for net in self.networks:
@@ -176,19 +184,6 @@ def prepare_network(network: nn.Module, device: torch.device, amp: bool) -> nn.M
     if amp and autocast_dtype(device) == torch.bfloat16:
         network = network.to(torch.bfloat16)
     return network
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when present; anything else is parsed by torch."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return resolved
 
 
 def find_checkpoints(

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from medseg.models.runtime import autocast_dtype, cpu_supports_bfloat16  # noqa: F401
+
 Network = Callable[[torch.Tensor], torch.Tensor]
 
 #: Above this many accumulated values (classes x voxels), accumulate in float16 on CPU.
@@ -71,6 +73,17 @@ def window_slices(
         tuple(slice(s, s + p) for s, p in zip(starts, patch_size, strict=True))
         for starts in itertools.product(*grid)
     ]
+
+
+def count_windows(
+    image_shape: Sequence[int], patch_size: Sequence[int], slice_axis: int | None = None,
+    overlap: float = 0.5,
+) -> int:
+    """Number of windows :func:`predict_probabilities` runs over a ``(X, Y, Z)`` image
+    (without mirroring): a 2D patch slides over every slice along ``slice_axis``."""
+    patch = _patch_for(patch_size, slice_axis)
+    return math.prod(len(window_starts(max(s, p), p, overlap))
+                     for s, p in zip(image_shape, patch, strict=True))
 
 
 def gaussian_1d(size: int, sigma_scale: float = 1.0 / 8) -> np.ndarray:
@@ -133,26 +146,6 @@ def choose_accumulator(
 
 
 # --- prediction ------------------------------------------------------------------------------
-
-
-@functools.cache
-def cpu_supports_bfloat16() -> bool:
-    """True when oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available()
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision type for ``device``: float16 on CUDA, bfloat16 on CPUs with native
-    support (about 3x faster 3D convolutions), else None (full float32)."""
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_supports_bfloat16():
-        return torch.bfloat16
-    return None
 
 
 def network_dtype(network: Network) -> torch.dtype:

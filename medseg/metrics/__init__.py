@@ -2,7 +2,7 @@
 
 from medseg.metrics.batch import FolderEvaluation, evaluate_folders
 from medseg.metrics.evaluate import METRICS, class_metrics, evaluate_case, resample_labels
-from medseg.metrics.labels import labels_from_dataset_json, parse_labels
+from medseg.metrics.labels import labels_from_dataset_json, parse_labels, parse_regions
 from medseg.metrics.overlap import overlap_scores, volume_ml
 from medseg.metrics.surface import surface_distances, surface_scores
 
@@ -15,6 +15,7 @@ __all__ = [
     "labels_from_dataset_json",
     "overlap_scores",
     "parse_labels",
+    "parse_regions",
     "resample_labels",
     "surface_distances",
     "surface_scores",

@@ -31,6 +31,7 @@ from medseg.metrics.evaluate import (
     DEFAULT_NSD_TOLERANCE_MM,
     CaseMetrics,
     evaluate_case,
+    region_key,
     with_all_labels,
 )
 
@@ -64,6 +65,8 @@ class _Task:
     labels: tuple[int, ...] | None
     nsd_tolerance_mm: float
     resample_pred: bool
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    partial_labels: bool = False
 
 
 def evaluate_folders(
@@ -77,11 +80,18 @@ def evaluate_folders(
     resample_pred: bool = False,
     qc_cases: int = DEFAULT_QC_CASES,
     progress: bool = True,
+    regions: Mapping[str, Sequence[int]] | None = None,
+    partial_labels: bool = False,
+    case_roles: Mapping[str, Sequence[str]] | None = None,
 ) -> FolderEvaluation:
     """Evaluate every prediction in ``pred_dir`` against its reference in ``gt_dir``.
 
     ``labels`` (value -> name) defaults to a ``dataset.json`` in or above ``gt_dir``, else
-    to every non-zero value found. Writes the report into ``out_dir`` (see module docs).
+    to every non-zero value found; ``regions`` (name -> label values) are scored too, and
+    with ``partial_labels`` a class absent from a reference is not scored in that case
+    (:func:`~medseg.metrics.evaluate.evaluate_case`). ``case_roles`` (e.g. which cases
+    trained, validated and are evaluated) goes into ``summary.json`` as ``cases``. Writes
+    the report into ``out_dir`` (see module docs).
     """
     out = Path(out_dir)
     _check_out_dir(out, Path(pred_dir), Path(gt_dir))
@@ -90,19 +100,29 @@ def evaluate_folders(
         log.warning("%d reference case(s) have no prediction: %s",
                     len(pairs.missing_predictions), ", ".join(pairs.missing_predictions[:5]))
     known = dict(labels) if labels is not None else _dataset_labels(Path(gt_dir))
+    region_items = tuple((name, tuple(int(v) for v in values))
+                         for name, values in (regions or {}).items())
     tasks = [
-        _Task(case, pred, ref, tuple(known) if known else None, nsd_tolerance, resample_pred)
+        _Task(case, pred, ref, tuple(known) if known else None, nsd_tolerance, resample_pred,
+              region_items, partial_labels)
         for case, pred, ref in pairs.pairs
     ]
     per_case, failed = _run(tasks, workers, progress)
-    values = known.keys() if known else {v for m in per_case.values() for v in m}
-    names = label_names.name_labels(values, known)
+    region_names = {region_key(values): name for name, values in region_items}
+    values = known.keys() if known else {v for m in per_case.values() for v in m
+                                         if v not in region_names}
+    class_names = label_names.name_labels(values, known)
+    names: dict[int | str, str] = {**class_names, **region_names}
     per_case = {c: with_all_labels(per_case[c], names) for c in sorted(per_case)}
     summary = {
         **report.summarize(per_case, names, nsd_tolerance),
+        "partial_labels": partial_labels,
+        "regions": {name: list(values) for name, values in region_items},
         "failed": dict(sorted(failed.items())),
         "missing_predictions": list(pairs.missing_predictions),
         "unmatched_predictions": list(pairs.unmatched_predictions),
+        **({"cases": {role: list(ids) for role, ids in case_roles.items()}}
+           if case_roles else {}),
     }
     worst = qc.worst_cases(per_case, qc_cases)
     _write_report(out, per_case, names, summary, pairs, worst, images_dir, progress)
@@ -165,7 +185,8 @@ def _evaluate_task(task: _Task) -> tuple[str, CaseMetrics, str | None]:
         pred, ref = read_volume(task.pred), read_volume(task.ref)
         metrics = evaluate_case(pred, ref, labels=task.labels,
                                 nsd_tolerance_mm=task.nsd_tolerance_mm,
-                                resample_pred=task.resample_pred)
+                                resample_pred=task.resample_pred,
+                                regions=dict(task.regions), partial_labels=task.partial_labels)
     except MedsegError as exc:
         return task.case, {}, str(exc)
     return task.case, metrics, None
@@ -174,7 +195,7 @@ def _evaluate_task(task: _Task) -> tuple[str, CaseMetrics, str | None]:
 def _write_report(
     out: Path,
     per_case: dict[str, CaseMetrics],
-    names: dict[int, str],
+    names: dict[int | str, str],
     summary: dict[str, Any],
     pairs: CasePairs,
     worst: Sequence[str],
@@ -191,7 +212,8 @@ def _write_report(
         target = out / "qc" / f"{case}.png"
         image = images.get(case) or images.get(f"{case}_0000")
         try:
-            _write_qc(target, case, *paths[case], image, names, per_case[case])
+            classes = {k: v for k, v in names.items() if isinstance(k, int)}  # no regions
+            _write_qc(target, case, *paths[case], image, classes, per_case[case])
         except MedsegError as exc:
             log.warning("%s: no QC picture: %s", case, exc)
             continue

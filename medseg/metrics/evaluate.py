@@ -9,7 +9,8 @@ onto the reference grid (nearest neighbour).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -25,7 +26,7 @@ METRICS = (
 )
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
-CaseMetrics = dict[int, dict[str, float]]
+CaseMetrics = dict[int | str, dict[str, float]]  # label value (or region key) -> metrics
 
 
 def evaluate_case(
@@ -35,11 +36,17 @@ def evaluate_case(
     labels: Iterable[int] | None = None,
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     resample_pred: bool = False,
+    regions: Mapping[str, Sequence[int]] | None = None,
+    partial_labels: bool = False,
 ) -> CaseMetrics:
-    """Metrics of every label in ``labels`` (default: non-zero values in either input).
+    """Metrics of every label in ``labels`` (default: non-zero values in either input) and
+    of every region (name -> label values, e.g. BraTS ``{"whole tumour": [1, 2, 3, 4]}``,
+    keyed :func:`region_key`).
 
     ``pred`` and ``ref`` are label volumes or plain label arrays. With arrays, ``spacing``
-    (mm per axis) is required; with volumes it is the reference's voxel size.
+    (mm per axis) is required; with volumes it is the reference's voxel size. With
+    ``partial_labels`` a class (or region) absent from the reference is not annotated in
+    this case: it is not scored (``scored`` 0, scores NaN, volumes kept).
     """
     if isinstance(pred, Volume) and isinstance(ref, Volume):
         pred_arr, ref_arr, spacing = _volumes_on_one_grid(pred, ref, spacing, resample_pred)
@@ -56,10 +63,25 @@ def evaluate_case(
     if len(spacing) != ref_arr.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match {ref_arr.ndim}-D labels")
     values = present_labels(pred_arr, ref_arr) if labels is None else sorted(set(labels))
-    return {
-        int(v): class_metrics(pred_arr == v, ref_arr == v, spacing, nsd_tolerance_mm)
-        for v in values
-    }
+    targets: dict[int | str, tuple[int, ...]] = {int(v): (int(v),) for v in values}
+    targets.update({region_key(r): tuple(int(v) for v in r) for r in (regions or {}).values()})
+    out: CaseMetrics = {}
+    for key, members in targets.items():
+        p, r = np.isin(pred_arr, members), np.isin(ref_arr, members)
+        metrics = class_metrics(p, r, spacing, nsd_tolerance_mm)
+        out[key] = not_scored(metrics) if partial_labels and not r.any() else metrics
+    return out
+
+
+def region_key(values: Sequence[int]) -> str:
+    """Key of a region in evaluation results: its label values joined by '+' (``1+2+4``)."""
+    return "+".join(str(int(v)) for v in sorted(set(values)))
+
+
+def not_scored(metrics: dict[str, float]) -> dict[str, float]:
+    """A class not annotated in a case: no scores (NaN), volumes kept, ``scored`` 0."""
+    return {**{k: (v if k.endswith("volume_ml") else math.nan) for k, v in metrics.items()},
+            "scored": 0.0}
 
 
 def class_metrics(
@@ -71,6 +93,7 @@ def class_metrics(
         **surface_scores(pred, ref, spacing, nsd_tolerance_mm),
         "pred_volume_ml": volume_ml(pred, spacing),
         "ref_volume_ml": volume_ml(ref, spacing),
+        "scored": 1.0,
     }
 
 
@@ -147,8 +170,13 @@ def resample_onto(
     )
 
 
-def with_all_labels(metrics: CaseMetrics, labels: Iterable[int]) -> CaseMetrics:
-    """``metrics`` completed with the both-empty results of labels absent from the case."""
+def with_all_labels(metrics: CaseMetrics, labels: Iterable[int | str]) -> CaseMetrics:
+    """``metrics`` completed with the both-empty results of labels absent from the case
+    (labels first, in order, then regions)."""
     nothing = np.zeros(1, dtype=bool)
     empty = class_metrics(nothing, nothing, (1.0,), DEFAULT_NSD_TOLERANCE_MM)
-    return {v: dict(metrics.get(v, empty)) for v in sorted(labels)}
+    return {v: dict(metrics.get(v, empty)) for v in sorted(labels, key=_key_order)}
+
+
+def _key_order(key: int | str) -> tuple[int, int | str]:
+    return (1, key) if isinstance(key, str) else (0, key)

@@ -44,6 +44,19 @@ def _case_line(metrics: CaseMetrics, labels: Mapping[int, str]) -> str:
     return "; ".join(parts)
 
 
+def _case_roles(summary: Mapping[str, Any]) -> str:
+    """Which cases served for what (training, validation for checkpoint selection,
+    evaluation): the evaluated cases took no part in any choice."""
+    roles = summary.get("cases")
+    if not roles:
+        return ""
+    items = "".join(
+        f"<li><b>{html.escape(role)}</b> ({len(ids)}): "
+        f"{html.escape(', '.join(ids[:40]))}{' …' if len(ids) > 40 else ''}</li>"
+        for role, ids in roles.items())
+    return f"<h2>Cases</h2><ul>{items}</ul>"
+
+
 def _failures(summary: Mapping[str, Any]) -> str:
     items = [f"<li>{html.escape(c)}: {html.escape(msg)}</li>"
              for c, msg in summary.get("failed", {}).items()]
@@ -76,7 +89,7 @@ def index_html(
         f"<p>{summary['n_cases']} cases; NSD tolerance {summary['nsd_tolerance_mm']} mm; "
         "mean ± std over cases where defined. "
         '<a href="per_case.csv">per_case.csv</a> · <a href="summary.json">summary.json</a></p>'
-        f"{_summary_table(summary)}{_failures(summary)}"
+        f"{_summary_table(summary)}{_failures(summary)}{_case_roles(summary)}"
         f"<h2>Distributions</h2><div class='plots'>{plot_tags}</div>"
         f"<h2>QC: {len(qc)} worst cases by mean Dice</h2>"
         "<p>green: reference, red: prediction</p>"

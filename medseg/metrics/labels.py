@@ -40,6 +40,26 @@ def parse_labels(spec: str) -> dict[int, str]:
     return labels
 
 
+def parse_regions(spec: str) -> dict[str, tuple[int, ...]]:
+    """Parse ``"whole_tumour=1,2,3,4;core=1,3,4"`` into region name -> label values."""
+    regions: dict[str, tuple[int, ...]] = {}
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        name, sep, values = item.partition("=")
+        try:
+            members = tuple(sorted({int(v) for v in values.split(",") if v.strip()}))
+        except ValueError:
+            members = ()
+        if not sep or not name.strip() or not members or min(members) <= 0:
+            raise ConfigError(f"region {item!r} must look like NAME=1,2,3 (positive label "
+                              "values)")
+        if name.strip() in regions:
+            raise ConfigError(f"region {name.strip()!r} is given twice")
+        regions[name.strip()] = members
+    if not regions:
+        raise ConfigError("--regions is empty; give e.g. whole_tumour=1,2,3,4")
+    return regions
+
+
 def find_dataset_json(reference_dir: str | Path) -> Path | None:
     """``dataset.json`` in the reference folder or its parent (Decathlon ``labelsTr/..``)."""
     folder = Path(reference_dir)

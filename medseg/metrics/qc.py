@@ -46,8 +46,8 @@ VIEWS = {
 def worst_cases(per_case: Mapping[str, CaseMetrics], n: int) -> list[str]:
     """The ``n`` cases with the lowest mean Dice over classes (ties by name)."""
     def mean_dice(case: str) -> float:
-        dices = [m["dice"] for m in per_case[case].values()]
-        return float(np.mean(dices)) if dices else 1.0
+        dices = [m["dice"] for m in per_case[case].values() if np.isfinite(m["dice"])]
+        return float(np.mean(dices)) if dices else 1.0  # not scored: nothing to look at
 
     return sorted(per_case, key=lambda c: (mean_dice(c), c))[: max(n, 0)]
 

@@ -28,10 +28,11 @@ METRIC_TITLES = {
     "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)", "nsd": "Normalized surface Dice",
     "pred_volume_ml": "Predicted volume (mL)", "ref_volume_ml": "Reference volume (mL)",
 }
-CSV_COLUMNS = ("case", "label", "name", *METRICS)
+CSV_COLUMNS = ("case", "label", "name", *METRICS, "scored")
 
 
-def metric_values(per_case: Mapping[str, CaseMetrics], label: int, metric: str) -> np.ndarray:
+def metric_values(per_case: Mapping[str, CaseMetrics], label: int | str, metric: str
+                  ) -> np.ndarray:
     """One metric of one label over all cases (in case order), NaN where undefined."""
     return np.array([metrics[label][metric] for metrics in per_case.values()], dtype=np.float64)
 
@@ -57,13 +58,16 @@ def case_means(per_case: Mapping[str, CaseMetrics], metric: str) -> np.ndarray:
 
 
 def summarize(
-    per_case: Mapping[str, CaseMetrics], labels: Mapping[int, str], nsd_tolerance_mm: float
+    per_case: Mapping[str, CaseMetrics], labels: Mapping[int | str, str],
+    nsd_tolerance_mm: float,
 ) -> dict[str, Any]:
     """The ``summary.json`` content (see the module docstring)."""
     per_class = {}
     for value, name in labels.items():
-        pred_empty = metric_values(per_case, value, "pred_volume_ml") == 0
-        ref_empty = metric_values(per_case, value, "ref_volume_ml") == 0
+        scored = np.array([m[value].get("scored", 1.0) > 0 for m in per_case.values()],
+                          dtype=bool)
+        pred_empty = (metric_values(per_case, value, "pred_volume_ml") == 0)[scored]
+        ref_empty = (metric_values(per_case, value, "ref_volume_ml") == 0)[scored]
         per_class[name] = {
             "label": value,
             **{m: describe(metric_values(per_case, value, m)) for m in METRICS},
@@ -71,6 +75,7 @@ def summarize(
             "n_missed": int(np.count_nonzero(pred_empty & ~ref_empty)),
             "n_spurious": int(np.count_nonzero(ref_empty & ~pred_empty)),
             "n_both_empty": int(np.count_nonzero(pred_empty & ref_empty)),
+            "n_not_scored": int(np.count_nonzero(~scored)),
         }
     return {
         "n_cases": len(per_case),

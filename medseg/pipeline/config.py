@@ -20,6 +20,7 @@ import yaml
 
 import medseg
 from medseg.core.errors import ConfigError
+from medseg.train.settings import TrainSettings
 from medseg.pipeline.schema import (
     Source,
     build,
@@ -32,6 +33,15 @@ from medseg.pipeline.schema import (
 )
 
 Device = Literal["auto", "cpu", "cuda"]
+TRAIN = TrainSettings()  # the training defaults (medseg.train.settings)
+
+
+def positive_regions(value: Any) -> str | None:
+    """Check: every region lists at least one positive label value."""
+    for name, members in value.items():
+        if not members or min(members) <= 0:
+            return f"region {name!r} needs positive label values, got {list(members)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,13 +87,19 @@ class PlanConfig:
 
     file: Path | None = field(default=None, metadata=doc(
         "Use this plan.json (e.g. an edited copy of a run's plan) instead of planning "
-        "automatically.", exists=True))
-    memory_budget_gb: float = field(default=8.0, metadata=doc(
-        "Memory budget used to choose patch and batch size.", check=positive))
+        "automatically; its values are kept as written.", exists=True))
+    memory_budget_gb: float | None = field(default=None, metadata=doc(
+        "GPU memory the reference (nnU-Net) configuration is sized for (null: the GPU's "
+        "memory, 8 GB without one). The network actually trained is fitted to the device's "
+        "measured speed and train.max_minutes when training starts.", check=positive))
+    partial_labels: Literal["auto", "on", "off"] = field(default="auto", metadata=doc(
+        "on: a class absent from a case's label is not annotated there (left out of that "
+        "case's loss and not scored); off: it is background; auto: on when some class is "
+        "missing from some training cases (see docs/planning.md)."))
     network_3d: NetworkConfig = field(default_factory=NetworkConfig, metadata=doc(
-        "Changes to the planned 3D configuration."))
+        "Changes to the planned 3D configuration (kept as set: not re-fitted)."))
     network_2d: NetworkConfig = field(default_factory=NetworkConfig, metadata=doc(
-        "Changes to the planned 2D configuration."))
+        "Changes to the planned 2D configuration (kept as set: not re-fitted)."))
 
 
 @dataclass(frozen=True)
@@ -102,27 +118,36 @@ class TrainConfig:
         "Plan configuration to train."))
     folds: tuple[int | Literal["all"], ...] = field(default=(0,), metadata=doc(
         "Folds to train: cross-validation fold indices, or 'all' (every training case)."))
-    num_folds: int = field(default=5, metadata=doc(
+    num_folds: int = field(default=TRAIN.n_folds, metadata=doc(
         "Number of cross-validation folds in splits.json.", check=in_range(2, 100)))
     epochs: int | None = field(default=None, metadata=doc(
         "Number of epochs (null: set by max_minutes).", check=positive))
     max_minutes: float | None = field(default=None, metadata=doc(
-        "Wall-clock budget per fold; the LR schedule is fitted to it. Give epochs or "
-        "max_minutes, not both (neither: 1000 epochs).", check=positive))
-    iterations_per_epoch: int = field(default=250, metadata=doc(
-        "Training iterations (batches) per epoch.", check=positive))
-    validate_every: int = field(default=5, metadata=doc(
-        "Validate on the fold's validation cases every this many epochs.", check=positive))
-    optimizer: Literal["sgd", "adamw"] = field(default="sgd", metadata=doc(
-        "SGD with Nesterov momentum (nnU-Net's default) or AdamW."))
+        "Hard wall-clock budget per fold: the network and schedule are fitted to it, and "
+        "training, validation and checkpoints end within it. Give epochs or max_minutes, "
+        "not both (neither: 1000 epochs).", check=positive))
+    iterations_per_epoch: int | None = field(default=None, metadata=doc(
+        "Training iterations (batches) per epoch (null: the plan's choice).", check=positive))
+    validate_every: int | None = field(default=None, metadata=doc(
+        "Validate on the fold's validation cases every this many epochs (null: the plan's "
+        "choice).", check=positive))
+    optimizer: Literal["sgd", "adamw"] | None = field(default=None, metadata=doc(
+        "SGD with Nesterov momentum (nnU-Net's) or AdamW (null: the plan's choice)."))
     learning_rate: float | None = field(default=None, metadata=doc(
-        "Initial learning rate, decayed with the poly schedule (null: 1e-2 for SGD, 1e-3 "
-        "for AdamW).", check=positive))
+        "Initial learning rate, decayed with the poly schedule (null: the plan's choice).",
+        check=positive))
+    fit_plan: bool = field(default=True, metadata=doc(
+        "Fit the plan's network and schedule to the device's measured speed and "
+        "max_minutes when training starts (false: train plan.json as written)."))
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default=TRAIN.precision,
+                                                                metadata=doc(
+        "Mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else "
+        "fp32)."))
     workers: int | None = field(default=None, metadata=doc(
         "Data loader processes (null: 1 on CPU, up to 8 with CUDA).", hashed=False,
         check=positive))
     device: Device = field(default="auto", metadata=doc("Training device.", hashed=False))
-    seed: int = field(default=0, metadata=doc(
+    seed: int = field(default=TRAIN.seed, metadata=doc(
         "Random seed (splits, sampling, initialisation)."))
 
 
@@ -137,7 +162,9 @@ class PredictConfig:
         "Output format of predict.inputs. With dicom-seg, held-out DICOM cases also get a "
         "DICOM-SEG in predictions/dicom_seg/ (their NIfTI, for evaluation, is always written)."
         ))
-    tta: bool = field(default=False, metadata=doc("Test-time mirroring."))
+    tta: bool | None = field(default=None, metadata=doc(
+        "Test-time mirroring (null: the plan's choice, on where the device predicts a "
+        "median case with it within a minute)."))
     overlap: float = field(default=0.5, metadata=doc(
         "Sliding-window overlap.", check=in_range(0, 1, hi_open=True)))
     device: Device = field(default="auto", metadata=doc("Prediction device.", hashed=False))
@@ -149,6 +176,9 @@ class EvaluateConfig:
 
     nsd_tolerance_mm: float = field(default=1.0, metadata=doc(
         "Tolerance of the normalized surface Dice, in mm.", check=positive))
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict, metadata=doc(
+        "Unions of labels scored as well, name -> label values (BraTS: whole_tumour: "
+        "[1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]).", check=positive_regions))
 
 
 @dataclass(frozen=True)

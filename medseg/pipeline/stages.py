@@ -17,6 +17,7 @@ folder explains itself::
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from medseg.pipeline.holdout import LISTING_FILE, draw_holdout, split_dataset, w
 from medseg.pipeline.runner import Stage, StageContext, StageResult
 from medseg.preprocess import Plan, compute_fingerprint, plan_dataset, preprocess_dataset
 from medseg.train import OptimSettings, TrainSettings, train_fold
+from medseg.train.api import plan_for_device, planning_memory_gb
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,13 @@ def plan(ctx: StageContext) -> StageResult:
     else:
         fingerprint = compute_fingerprint(train_set, workers=ctx.config.preprocess.workers)
         write_json(ctx.run_dir / "fingerprint.json", fingerprint.to_dict())
-        result = plan_dataset(train_set, fingerprint, memory_budget_gb=cfg.memory_budget_gb)
+        device = ctx.config.train.device
+        result = plan_dataset(
+            train_set, fingerprint, partial_labels=cfg.partial_labels,
+            memory_budget_gb=cfg.memory_budget_gb or planning_memory_gb(device))
+        # records the automatic choices, so that network_3d/2d below count as set by hand;
+        # the train stage fits the plan to the device and train.max_minutes
+        result = plan_for_device(result, device)
         outputs = (PLAN_FILE, "fingerprint.json")
     result = with_network_changes(result, {"3d": cfg.network_3d, "2d": cfg.network_2d})
     result.save(ctx.run_dir / PLAN_FILE)
@@ -160,7 +168,8 @@ def train(ctx: StageContext) -> StageResult:
     settings = TrainSettings(
         iterations_per_epoch=cfg.iterations_per_epoch, validate_every=cfg.validate_every,
         optim=OptimSettings(name=cfg.optimizer, lr=cfg.learning_rate),
-        num_workers=cfg.workers, seed=cfg.seed, n_folds=cfg.num_folds)
+        num_workers=cfg.workers, seed=cfg.seed, n_folds=cfg.num_folds,
+        precision=cfg.precision, fit_to_budget=cfg.fit_plan)
     outputs, lines = [], []
     for fold in cfg.folds:
         result = train_fold(ctx.run_dir, cfg.configuration, fold, epochs=cfg.epochs,
@@ -216,12 +225,14 @@ def evaluate(ctx: StageContext) -> StageResult:
     _, held_out = split_dataset(ctx.run_dir)
     if not held_out:
         raise ConfigError("nothing to evaluate: dataset.holdout_fraction is 0")
-    labels = Plan.load(ctx.run_dir / PLAN_FILE).labels
+    plan_ = Plan.load(ctx.run_dir / PLAN_FILE)
     result = evaluate_folders(
         ctx.run_dir / PREDICTIONS_DIR / HOLDOUT_DIR, ctx.run_dir / REFERENCE_DIR / "labels",
-        ctx.run_dir / EVALUATION_DIR, labels={v: n for v, n in labels.items() if v != 0},
+        ctx.run_dir / EVALUATION_DIR, labels={v: n for v, n in plan_.labels.items() if v != 0},
         nsd_tolerance=ctx.config.evaluate.nsd_tolerance_mm,
-        images_dir=ctx.run_dir / REFERENCE_DIR / "images")
+        images_dir=ctx.run_dir / REFERENCE_DIR / "images",
+        regions=ctx.config.evaluate.regions, partial_labels=plan_.partial_labels,
+        case_roles=case_roles(ctx.run_dir, ctx.config.train.folds, held_out))
     if not result.complete:
         raise DatasetError(f"evaluation incomplete: failed {result.failed}, missing "
                            f"{list(result.missing_predictions)}", ctx.run_dir / EVALUATION_DIR)
@@ -229,6 +240,21 @@ def evaluate(ctx: StageContext) -> StageResult:
                      for name, stats in result.summary["per_class"].items())
     return StageResult((f"{EVALUATION_DIR}/summary.json", f"{EVALUATION_DIR}/per_case.csv"),
                        f"mean Dice {dice}")
+
+
+def case_roles(run_dir: Path, folds: Sequence[int | str], held_out: Sequence[Case]
+               ) -> dict[str, list[str]]:
+    """Which cases trained, which validated (checkpoint selection) and which are evaluated:
+    the evaluated ones are held out before planning and took part in no choice."""
+    train_set, _ = split_dataset(run_dir)
+    ids = sorted(c.case_id for c in train_set.cases)
+    splits_file = run_dir / "splits.json"
+    splits = json.loads(splits_file.read_text()) if splits_file.is_file() else []
+    validation = sorted({c for f in folds if f != "all" and int(f) < len(splits)
+                         for c in splits[int(f)]["val"]})
+    return {"training": [c for c in ids if c not in set(validation)],
+            "validation (checkpoint selection)": validation,
+            "evaluation (held out)": sorted(c.case_id for c in held_out)}
 
 
 STAGE_NAMES = ("ingest", "plan", "preprocess", "train", "predict", "evaluate")

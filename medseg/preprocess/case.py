@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from medseg.core import Volume, geometry
-from medseg.core.errors import GeometryError
+from medseg.core.errors import DatasetError, GeometryError
 from medseg.preprocess.plan import Plan
 from medseg.preprocess.steps import (
     Grid,
@@ -42,7 +42,10 @@ def preprocess_case(image: Volume, label: Volume | None, plan: Plan) -> Preproce
     if label is not None:
         if not image.same_grid(label):
             raise GeometryError("label is not on the image grid", label.meta.get("source"))
-        classes = labels_to_classes(label.array, plan.label_values)
+        try:
+            classes = labels_to_classes(label.array, plan.label_values)
+        except DatasetError as exc:
+            raise DatasetError(str(exc), label.meta.get("source")) from None
     grid = Grid(image.array, classes, image.affine)
     steps = []
     grid, rec = reorient(grid)

@@ -59,6 +59,8 @@ class Fingerprint:
     shapes: tuple[tuple[int, ...], ...]
     intensity: tuple[IntensityStats, ...]
     class_frequencies: tuple[float, ...]
+    # fraction of the cases whose label contains each class (index 0: background)
+    class_presence: tuple[float, ...] = ()
 
     @property
     def median_spacing(self) -> tuple[float, ...]:
@@ -74,6 +76,7 @@ class Fingerprint:
             "median_spacing": list(self.median_spacing),
             "median_shape": list(self.median_shape),
             "class_frequencies": list(self.class_frequencies),
+            "class_presence": list(self.class_presence),
             "intensity": [asdict(s) for s in self.intensity],
             "spacings": [list(s) for s in self.spacings],
             "shapes": [list(s) for s in self.shapes],
@@ -87,6 +90,7 @@ class Fingerprint:
             shapes=tuple(tuple(int(v) for v in s) for s in d["shapes"]),
             intensity=tuple(IntensityStats(**s) for s in d["intensity"]),
             class_frequencies=tuple(float(v) for v in d["class_frequencies"]),
+            class_presence=tuple(float(v) for v in d.get("class_presence", ())),
         )
 
 
@@ -126,12 +130,15 @@ def combine(cases: list[CaseFingerprint], n_channels: int) -> Fingerprint:
         IntensityStats.of(np.concatenate([c.foreground[ch] for c in cases]).astype(np.float64))
         for ch in range(n_channels)
     )
-    counts = np.sum([c.class_counts for c in cases], axis=0).astype(np.float64)
+    per_case = np.asarray([c.class_counts for c in cases], dtype=np.float64)
+    counts = per_case.sum(axis=0)
     freqs = counts / counts.sum() if counts.sum() else counts
+    presence = (per_case > 0).mean(axis=0)
     return Fingerprint(
         n_cases=len(cases), spacings=tuple(c.spacing for c in cases),
         shapes=tuple(c.shape for c in cases), intensity=intensity,
         class_frequencies=tuple(float(f) for f in freqs),
+        class_presence=tuple(float(p) for p in presence),
     )
 
 

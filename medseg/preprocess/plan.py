@@ -20,9 +20,59 @@ PREPROCESSING_FIELDS = ("labels", "channels", "target_spacing", "normalization",
                         "image_interpolation", "label_interpolation", "crop_to_nonzero")
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How one configuration is trained and used; the defaults are nnU-Net's (a long
+    training, e.g. on a GPU). Automatic planning (``medseg.train.autoplan``) replaces them
+    to fit the device and the time budget, saying why in ``Configuration.reasons``."""
+
+    iterations_per_epoch: int = 250
+    validate_every: int = 5  # epochs between validations (the last one always validates)
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.99) | "adamw"
+    learning_rate: float = 1e-2  # initial LR of the poly schedule
+    rotation: str = "3d"  # "3d": about every axis; "in-plane": about the coarsest axis only
+    mirror_tta: bool = True  # test-time mirroring when predicting
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"iterations_per_epoch": self.iterations_per_epoch,
+                "validate_every": self.validate_every, "optimizer": self.optimizer,
+                "learning_rate": self.learning_rate, "rotation": self.rotation,
+                "mirror_tta": self.mirror_tta}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingPlan:
+        default = cls()
+        return cls(
+            iterations_per_epoch=int(d.get("iterations_per_epoch",
+                                           default.iterations_per_epoch)),
+            validate_every=int(d.get("validate_every", default.validate_every)),
+            optimizer=str(d.get("optimizer", default.optimizer)),
+            learning_rate=float(d.get("learning_rate", default.learning_rate)),
+            rotation=str(d.get("rotation", default.rotation)),
+            mirror_tta=bool(d.get("mirror_tta", default.mirror_tta)),
+        )
+
+    def check(self) -> None:
+        if self.iterations_per_epoch < 1 or self.validate_every < 1:
+            raise ConfigError("training.iterations_per_epoch and validate_every must be >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"got {self.optimizer!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"training.learning_rate must be positive, "
+                              f"got {self.learning_rate}")
+        if self.rotation not in ("3d", "in-plane"):
+            raise ConfigError(f"training.rotation must be '3d' or 'in-plane', "
+                              f"got {self.rotation!r}")
+
+
 @dataclass(frozen=True)
 class Configuration:
-    """One network configuration (``"3d"`` or ``"2d"``) for MONAI's DynUNet."""
+    """One network configuration (``"3d"`` or ``"2d"``) for MONAI's DynUNet, how it is
+    trained, and why each automatic choice was made (``reasons``: field -> text)."""
 
     patch_size: tuple[int, ...]
     batch_size: int
@@ -32,6 +82,8 @@ class Configuration:
     filters: tuple[int, ...]
     deep_supervision: bool = True
     slice_axis: int | None = None  # 2D configurations: the preprocessed axis sliced along
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    reasons: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def spatial_dims(self) -> int:
@@ -47,6 +99,9 @@ class Configuration:
         }
         if self.slice_axis is not None:
             out["slice_axis"] = self.slice_axis
+        out["training"] = self.training.to_dict()
+        if self.reasons:
+            out["reasons"] = dict(self.reasons)
         return out
 
     @classmethod
@@ -60,6 +115,8 @@ class Configuration:
             filters=tuple(int(v) for v in d["filters"]),
             deep_supervision=bool(d.get("deep_supervision", True)),
             slice_axis=None if d.get("slice_axis") is None else int(d["slice_axis"]),
+            training=TrainingPlan.from_dict(d.get("training", {})),
+            reasons={str(k): str(v) for k, v in d.get("reasons", {}).items()},
         )
         config.check()
         return config
@@ -81,6 +138,7 @@ class Configuration:
             if self.patch_size[axis] % divisor:
                 raise ConfigError(f"patch_size {list(self.patch_size)} axis {axis} is not "
                                   f"divisible by the total stride {divisor}")
+        self.training.check()
 
 
 @dataclass(frozen=True)
@@ -96,6 +154,10 @@ class Plan:
     image_interpolation: str = "cubic"
     label_interpolation: str = "nearest"
     crop_to_nonzero: bool = True
+    # a class absent from a case's reference is not annotated there (see docs/planning.md)
+    partial_labels: bool = False
+    # what automatic planning chose and measured (medseg.train.autoplan); informational
+    auto: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -130,7 +192,9 @@ class Plan:
             "image_interpolation": self.image_interpolation,
             "label_interpolation": self.label_interpolation,
             "crop_to_nonzero": self.crop_to_nonzero,
+            "partial_labels": self.partial_labels,
             "configurations": {k: c.to_dict() for k, c in self.configurations.items()},
+            **({"auto": self.auto} if self.auto else {}),
         }
 
     @classmethod
@@ -149,6 +213,8 @@ class Plan:
                 image_interpolation=str(d.get("image_interpolation", "cubic")),
                 label_interpolation=str(d.get("label_interpolation", "nearest")),
                 crop_to_nonzero=bool(d.get("crop_to_nonzero", True)),
+                partial_labels=bool(d.get("partial_labels", False)),
+                auto=dict(d.get("auto", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid plan: {type(exc).__name__}: {exc}") from exc

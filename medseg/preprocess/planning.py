@@ -1,9 +1,16 @@
-"""nnU-Net-like automatic planning: target spacing, patch and batch size, DynUNet topology
-and normalization from a dataset fingerprint and a GPU memory budget."""
+"""nnU-Net-like automatic planning: target spacing, patch and batch size, DynUNet topology,
+normalization, rotation and partial annotation from a dataset fingerprint and a GPU
+memory budget.
+
+This is the *reference* plan: what nnU-Net would train on a GPU with that memory. Fitting
+it to the device and the time budget (measured step times) is ``medseg.train.autoplan``'s
+job, since measuring needs the network.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +19,7 @@ from medseg.core.errors import ConfigError
 from medseg.data import Dataset
 from medseg.preprocess.fingerprint import Fingerprint
 from medseg.preprocess.plan import Configuration, Plan
-from medseg.preprocess.steps import ANISOTROPY_RATIO
+from medseg.preprocess.steps import ANISOTROPY_RATIO, anisotropic_axis
 
 MIN_FEATURE_MAP = 4  # no pooling below this many voxels along an axis
 MAX_POOLS = {3: 5, 2: 6}
@@ -24,12 +31,20 @@ BYTES_PER_FEATURE_VOXEL = 24
 FIXED_OVERHEAD_GB = 1.0  # CUDA context, weights, optimizer state, workspace
 MIN_BATCH = 2
 MAX_BATCH_FRACTION = 0.05  # a batch covers at most 5% of the dataset's voxels
+DEFAULT_MEMORY_GB = 8.0  # nnU-Net's reference GPU memory
+PARTIAL_LABELS = ("auto", "on", "off")
 
 
 def plan_dataset(
-    dataset: Dataset, fingerprint: Fingerprint, memory_budget_gb: float = 8.0
+    dataset: Dataset, fingerprint: Fingerprint, memory_budget_gb: float = DEFAULT_MEMORY_GB,
+    partial_labels: str = "auto",
 ) -> Plan:
-    """Plan preprocessing and 3D/2D DynUNet configurations for ``dataset``."""
+    """Plan preprocessing and 3D/2D DynUNet configurations for ``dataset``.
+
+    ``partial_labels``: "on" treats a class absent from a case's label as not annotated
+    there, "off" as background; "auto" turns it on when some class is missing from some
+    training cases (see :func:`partial_labels_choice`).
+    """
     if memory_budget_gb <= FIXED_OVERHEAD_GB:
         raise ConfigError(f"memory budget must exceed {FIXED_OVERHEAD_GB} GB, "
                           f"got {memory_budget_gb}")
@@ -39,16 +54,52 @@ def plan_dataset(
     slice_axis = int(np.argmax(spacing))
     in_plane = [a for a in range(3) if a != slice_axis]
     configurations = {
-        "3d": plan_configuration(spacing, shape, dataset_voxels, memory_budget_gb),
+        "3d": with_rotation(plan_configuration(spacing, shape, dataset_voxels,
+                                               memory_budget_gb), spacing),
         "2d": plan_configuration(
             [spacing[a] for a in in_plane], [shape[a] for a in in_plane], dataset_voxels,
             memory_budget_gb, slice_axis=slice_axis),
     }
+    partial, reason = partial_labels_choice(dataset, fingerprint, partial_labels)
     return Plan(
         dataset_name=dataset.name, labels=dict(dataset.labels), channels=dict(dataset.channels),
         target_spacing=tuple(spacing), normalization=normalization_schemes(dataset, fingerprint),
-        configurations=configurations,
+        configurations=configurations, partial_labels=partial,
+        auto={"partial_labels": reason, "median_shape": [round(v, 1) for v in shape],
+              "n_cases": fingerprint.n_cases, "memory_gb": memory_budget_gb},
     )
+
+
+def with_rotation(config: Configuration, spacing: Sequence[float]) -> Configuration:
+    """In-plane rotation only for anisotropic data (as nnU-Net): rotating about an in-plane
+    axis would tilt the coarse slices into the fine axes."""
+    axis = anisotropic_axis(spacing)
+    if axis is None:
+        return config
+    reasons = {**config.reasons, "training.rotation":
+               f"spacing {list(spacing)} is anisotropic (axis {axis} > {ANISOTROPY_RATIO:g}x "
+               f"the finest): rotate in-plane only, about axis {axis}"}
+    return replace(config, training=replace(config.training, rotation="in-plane"),
+                   reasons=reasons)
+
+
+def partial_labels_choice(dataset: Dataset, fingerprint: Fingerprint, setting: str
+                          ) -> tuple[bool, str]:
+    """Whether classes absent from a case are treated as not annotated, and why."""
+    if setting not in PARTIAL_LABELS:
+        raise ConfigError(f"partial_labels must be one of {', '.join(PARTIAL_LABELS)}, "
+                          f"got {setting!r}")
+    if setting != "auto":
+        return setting == "on", f"set to {setting}"
+    names = [dataset.labels[v] for v in dataset.label_values]
+    missing = [f"{name} ({100 * (1 - p):.0f}% of cases)"
+               for name, p in zip(names[1:], fingerprint.class_presence[1:], strict=False)
+               if p < 1.0]
+    if not missing:
+        return False, "auto: every class is present in every training case"
+    return True, ("auto: classes missing from some training cases are treated as not "
+                  "annotated there (excluded from the loss and not scored): "
+                  + ", ".join(missing))
 
 
 def target_spacing(fingerprint: Fingerprint) -> list[float]:
@@ -87,7 +138,7 @@ def plan_configuration(
         per_sample = training_bytes(patch_rounded, strides, filters)
         if MIN_BATCH * per_sample <= budget or max(patch) <= MIN_FEATURE_MAP:
             break
-        patch = _shrink(patch, spacing, strides)
+        patch = shrink_patch(patch, spacing, strides)
     voxels = float(np.prod(patch_rounded))
     cap = max(MIN_BATCH, int(MAX_BATCH_FRACTION * dataset_voxels / voxels))
     batch = int(np.clip(budget // per_sample, MIN_BATCH, cap))
@@ -157,7 +208,7 @@ def _kernel(spacing: np.ndarray) -> list[int]:
     return [3 if s <= 2 * spacing.min() else 1 for s in spacing]
 
 
-def _shrink(
+def shrink_patch(
     patch: list[int], spacing: Sequence[float], strides: Sequence[Sequence[int]]
 ) -> list[int]:
     """Shrink the physically longest axis that can still shrink by one stride multiple."""

@@ -37,7 +37,7 @@ from medseg.preprocess.cache import (
 from medseg.preprocess.case import preprocess_case
 from medseg.preprocess.fingerprint import compute_fingerprint
 from medseg.preprocess.plan import Plan
-from medseg.preprocess.planning import plan_dataset
+from medseg.preprocess.planning import DEFAULT_MEMORY_GB, plan_dataset
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def preprocess_dataset(
 
 def plan_run(
     dataset: Dataset, run_dir: str | Path, strict: bool = False,
-    memory_budget_gb: float = 8.0, workers: int = 4, progress: bool = True,
+    memory_budget_gb: float = DEFAULT_MEMORY_GB, workers: int = 4, progress: bool = True,
+    partial_labels: str = "auto",
 ) -> tuple[Plan, ValidationReport]:
     """Validate, fingerprint and plan ``dataset``; write ``dataset.json`` (listing +
     validation), ``fingerprint.json`` and ``plan.json`` into ``run_dir``."""
@@ -124,7 +125,8 @@ def plan_run(
     report = validate_dataset(dataset, strict=strict, workers=workers, progress=progress)
     valid = dataset.with_cases(report.valid)
     fingerprint = compute_fingerprint(valid, workers=workers, progress=progress)
-    plan = plan_dataset(valid, fingerprint, memory_budget_gb=memory_budget_gb)
+    plan = plan_dataset(valid, fingerprint, memory_budget_gb=memory_budget_gb,
+                        partial_labels=partial_labels)
     write_listing(run_dir / "dataset.json", dataset, report)
     write_json(run_dir / "fingerprint.json", fingerprint.to_dict())
     plan.save(run_dir / "plan.json")

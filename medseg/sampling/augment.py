@@ -45,6 +45,22 @@ class AugmentSettings:
     noise_std_max: float = 0.3
     p_blur: float = 0.2
     blur_sigma_range: tuple[float, float] = (0.5, 1.0)
+    # Voxel size of the patch grid (mm): rotations and scalings act in physical space, so
+    # anisotropic voxels are not sheared (None: isotropic voxels).
+    spacing: tuple[float, ...] | None = None
+    # Spatial axes rotated about (3D): all three, or only the through-plane axis of
+    # anisotropic data ("in-plane" rotation, which also scales in-plane only).
+    rotation_axes: tuple[int, ...] = (0, 1, 2)
+
+    @classmethod
+    def for_configuration(cls, spacing: tuple[float, ...], rotation: str, **changes: object
+                          ) -> AugmentSettings:
+        """nnU-Net's augmentation for a plan configuration of this ``spacing`` (2 or 3
+        axes) and ``rotation`` ("3d" or "in-plane": about the coarsest axis only)."""
+        axes = (int(np.argmax(spacing)),) if rotation == "in-plane" and len(spacing) == 3 \
+            else (0, 1, 2)
+        return cls(spacing=tuple(float(s) for s in spacing), rotation_axes=axes,
+                   **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -101,10 +117,19 @@ def draw_spatial(
     for j, axis in enumerate(settings.mirror_axes):
         if axis < ndim:
             signs[flips[:, j], axis] = -1
+    if ndim == 3:
+        angles[:, [a for a in range(3) if a not in settings.rotation_axes]] = 0.0
     rotations = np.stack([rotation_matrix(angles[b], ndim) if rotate[b] else np.eye(ndim)
                           for b in range(n)])
+    if settings.spacing is not None and len(settings.spacing) == ndim:
+        # a rotation R in millimetres is S^-1 R S in voxels (S = diag(spacing))
+        s = np.asarray(settings.spacing, dtype=np.float64)
+        rotations = rotations * s[None, None, :] / s[None, :, None]
+    scales = np.repeat(factors[:, None], ndim, axis=1)
+    if ndim == 3 and len(settings.rotation_axes) == 1:  # in-plane: keep the slice axis
+        scales[:, settings.rotation_axes[0]] = 1.0
     # src = M F (o - c) + c with F = diag(signs): mirroring after the transform
-    matrices = rotations * factors[:, None, None] * signs[:, None, :]
+    matrices = rotations * scales[:, None, :] * signs[:, None, :]
     mirrored = tuple(tuple(int(a) for a in np.flatnonzero(signs[b] < 0)) for b in range(n))
     return SpatialDraws(matrices, rotate | scale | elastic, elastic, mirrored)
 
@@ -186,19 +211,23 @@ def _brightness_(x: torch.Tensor, factor: float, g: torch.Generator) -> None:
 
 
 def _contrast_(x: torch.Tensor, factor: float, g: torch.Generator) -> None:
-    """Scale around the mean, clipped to the original range (nnU-Net's preserve_range)."""
-    lo, hi = torch.aminmax(x)
-    mean = x.mean()
-    x.sub_(mean).mul_(factor).add_(mean).clamp_(lo, hi)
+    """Scale each channel around its mean, clipped to its original range (nnU-Net's
+    preserve_range): channels of different modalities keep their own statistics."""
+    for channel in x:
+        lo, hi = torch.aminmax(channel)
+        mean = channel.mean()
+        channel.sub_(mean).mul_(factor).add_(mean).clamp_(lo, hi)
 
 
 def _gamma_(x: torch.Tensor, exponent: float, g: torch.Generator) -> None:
-    """Gamma on the [0, 1]-rescaled sample, keeping its mean and standard deviation."""
-    lo, hi = torch.aminmax(x)
-    mean, std = _mean_std(x)
-    x.sub_(lo).div_((hi - lo).clamp_min(1e-6)).pow_(exponent)
-    new_mean, new_std = _mean_std(x)
-    x.sub_(new_mean).mul_(std / new_std.clamp_min(1e-6)).add_(mean)
+    """Gamma on each [0, 1]-rescaled channel, keeping the channel's mean and standard
+    deviation."""
+    for channel in x:
+        lo, hi = torch.aminmax(channel)
+        mean, std = _mean_std(channel)
+        channel.sub_(lo).div_((hi - lo).clamp_min(1e-6)).pow_(exponent)
+        new_mean, new_std = _mean_std(channel)
+        channel.sub_(new_mean).mul_(std / new_std.clamp_min(1e-6)).add_(mean)
 
 
 def _noise_(x: torch.Tensor, std: float, g: torch.Generator) -> None:

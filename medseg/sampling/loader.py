@@ -139,16 +139,18 @@ def sample_patch(
 
 def make_batch(
     source: PatchSource | OpenCases, cases: Sequence[str], settings: SamplerSettings,
-    rng: np.random.Generator,
+    rng: np.random.Generator, picks: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A float32 image batch (B, C, *patch) and a uint8 label batch (B, 1, *patch).
 
-    The last ``n_foreground()`` samples are centred on foreground, the rest are random.
-    Patches are written straight into the preallocated batch arrays.
+    ``picks`` (indices into ``cases``, one per sample) are drawn from ``rng`` when not
+    given. The last ``n_foreground()`` samples are centred on foreground, the rest are
+    random. Patches are written straight into the preallocated batch arrays.
     """
     opened = source if isinstance(source, OpenCases) else OpenCases(source)
     n_fg = settings.n_foreground()
-    picks = rng.integers(len(cases), size=settings.batch_size)
+    if picks is None:
+        picks = rng.integers(len(cases), size=settings.batch_size)
     box = patch_size_3d(settings.patch_size, settings.slice_axis)
     channels = opened[cases[int(picks[0])]][0].shape[0]
     image = np.empty((settings.batch_size, channels, *box), dtype=np.float32)
@@ -162,15 +164,31 @@ def make_batch(
     return torch.from_numpy(image), torch.from_numpy(label)
 
 
+def annotated_classes(foreground: Mapping[int, np.ndarray], n_classes: int) -> np.ndarray:
+    """(K,) bool: background and the classes present in a case's label map (its
+    foreground locations); a class absent from the case is not annotated there."""
+    mask = np.zeros(n_classes, dtype=bool)
+    mask[0] = True
+    for k, coords in foreground.items():
+        if 0 < k < n_classes and len(coords):
+            mask[k] = True
+    return mask
+
+
 class PatchBatches(Dataset):
-    """Map-style dataset whose item ``i`` is the whole augmented batch number ``i``."""
+    """Map-style dataset whose item ``i`` is the whole augmented batch number ``i``.
+
+    With ``n_classes`` every batch also holds ``annotated`` (B, K) bool: the classes each
+    sample's case contains (for training with partially annotated cases).
+    """
 
     def __init__(self, source: PatchSource, cases: Sequence[str], settings: SamplerSettings,
-                 augment: AugmentSettings | None = None, seed: int = 0) -> None:
+                 augment: AugmentSettings | None = None, seed: int = 0,
+                 n_classes: int | None = None) -> None:
         if not cases:
             raise ValueError("no training cases to sample from")
         self.opened, self.cases, self.settings = OpenCases(source), list(cases), settings
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.n_classes = augment, seed, n_classes
         self.ring: SharedRing | None = None  # set by make_loader for its worker processes
 
     def open_all(self) -> None:
@@ -184,11 +202,16 @@ class PatchBatches(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | Ticket:
         rng = np.random.default_rng([self.seed, index])
-        image, label = make_batch(self.opened, self.cases, self.settings, rng)
+        picks = rng.integers(len(self.cases), size=self.settings.batch_size)
+        image, label = make_batch(self.opened, self.cases, self.settings, rng, picks)
         if self.augment is not None:
             aug_seed = int(rng.integers(2**62))
             augment_batch_(image, label, self.augment, aug_seed)
         batch = {"image": image.contiguous(), "label": label.contiguous()}
+        if self.n_classes is not None:
+            batch["annotated"] = torch.from_numpy(np.stack([
+                annotated_classes(self.opened[self.cases[int(p)]][2], self.n_classes)
+                for p in picks]))
         worker = get_worker_info()
         if worker is None or self.ring is None:
             return batch

@@ -1,19 +1,30 @@
-"""``train_fold``: train one configuration on one fold of a run folder (the Python API
-behind ``medseg train``)."""
+"""``train_fold``: train one configuration on one fold of a run folder (the Python API behind
+``medseg train``).
+
+Before the first step the run's plan is fitted to the device and the time budget
+(:mod:`medseg.train.autoplan`: measured step times choose the network, patch, batch and
+the schedule); the plan the fold trains with is written to its folder as ``plan.json``,
+with the reason for every choice, and logged. A resumed fold keeps the plan it started
+with.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from medseg.core.errors import ConfigError, DatasetError
-from medseg.models.network import PlanLike, build_network, configuration
+from medseg.models.network import build_network
+from medseg.models.runtime import autocast_dtype, describe_device, device_memory_gb
+from medseg.models.runtime import resolve_device as _resolve_device
 from medseg.preprocess import Plan, open_cache
+from medseg.preprocess.plan import Configuration, TrainingPlan
+from medseg.preprocess.planning import DEFAULT_MEMORY_GB
 from medseg.sampling.augment import AugmentSettings
 from medseg.sampling.loader import (
     EpochSampler,
@@ -22,31 +33,18 @@ from medseg.sampling.loader import (
     SamplerSettings,
     make_loader,
 )
+from medseg.train.autoplan import Budget, describe, fit_plan
 from medseg.train.distributed import SINGLE_PROCESS, DistContext, check_launch
 from medseg.train.loop import Progress, Session, fit, restore
 from medseg.train.loss import build_loss
-from medseg.train.optim import OptimSettings, autocast_dtype, build_optimizer
+from medseg.train.optim import build_optimizer
+from medseg.train.settings import DEFAULT_EPOCHS, DEFAULT_FOLDS, TrainSettings
 from medseg.train.splits import fold_cases, load_or_create_splits
+from medseg.train.steptime import StepTimer, device_timer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 1000  # nnU-Net's default; on CPU prefer a time budget (max_minutes)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Training hyper-parameters that are not part of the plan."""
-
-    iterations_per_epoch: int = 250
-    validate_every: int = 5
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    augment: AugmentSettings | None = field(default_factory=AugmentSettings)
-    foreground_fraction: float = 1 / 3
-    num_workers: int | None = None  # None: 1 on CPU, up to 8 on CUDA
-    seed: int = 12345
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
-    n_folds: int = 5
-    show_progress: bool = True
+PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,7 @@ class TrainResult:
     best_metric: float
     final_dice: dict[str, float]
     seconds: float
+    steps: int = 0
 
     @property
     def checkpoint_last(self) -> Path:
@@ -71,14 +70,8 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is a ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    return torch.device(device)
+    """The training device (``medseg.models.runtime.resolve_device``)."""
+    return _resolve_device(device)
 
 
 def fold_dir(run_dir: str | Path, config: str, fold: int | str) -> Path:
@@ -92,44 +85,76 @@ def _workers(requested: int | None, device: torch.device, ranks_per_node: int = 
     return min(8, max(cpus - 1, 1)) if device.type == "cuda" else 1
 
 
+def effective_training(config: Configuration, settings: TrainSettings) -> TrainingPlan:
+    """The plan's training choices with the settings' overrides applied."""
+    t = config.training
+    return replace(
+        t,
+        iterations_per_epoch=settings.iterations_per_epoch or t.iterations_per_epoch,
+        validate_every=settings.validate_every or t.validate_every,
+        optimizer=settings.optim.name or t.optimizer,
+        learning_rate=settings.optim.lr or t.learning_rate,
+    )
+
+
+def augmentation(config: Configuration, settings: TrainSettings) -> AugmentSettings | None:
+    """The augmentation a fold trains with: the plan's (rotation, voxel size), none, or
+    the settings' own."""
+    if isinstance(settings.augment, AugmentSettings):
+        return settings.augment
+    if not settings.augment:
+        return None
+    return AugmentSettings.for_configuration(config.spacing, config.training.rotation)
+
+
 def build_session(
-    plan: PlanLike, source: PatchSource, case_ids: list[str], splits_dir: Path,
+    plan: Plan, source: PatchSource, case_ids: list[str], splits_dir: Path,
     config_name: str, fold: int | str, out_dir: Path, device: torch.device,
     settings: TrainSettings, dist: DistContext = SINGLE_PROCESS,
 ) -> Session:
     """Model, optimiser, loss and loader for one fold (splits live in ``splits_dir``);
     under torchrun (``dist``) the model is DDP-wrapped and each rank samples its own
     batches."""
-    config = configuration(plan, config_name)
-    splits = ([] if fold == "all"  # every case trains: no splits needed (even for 1 case)
-              else dist.main_first(lambda: load_or_create_splits(
-                  splits_dir, case_ids, settings.n_folds, settings.seed)))
-    train_cases, val_cases = fold_cases(splits, fold, case_ids)
+    config = plan.configuration(config_name)
+    training = effective_training(config, settings)
+    train_cases, val_cases = split_cases(splits_dir, case_ids, fold, settings, dist)
     torch.manual_seed(settings.seed)
     model = dist.wrap(build_network(plan, config_name).to(device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     amp = autocast_dtype(device, settings.precision)
-    sampler_settings = SamplerSettings.from_config(config, settings.foreground_fraction)
-    batches = PatchBatches(source, train_cases, sampler_settings, settings.augment,
-                           dist.sampler_seed(settings.seed))
+    sampler_settings = SamplerSettings.from_config(config.to_dict(), settings.foreground_fraction)
+    batches = PatchBatches(source, train_cases, sampler_settings,
+                           augmentation(config, settings), dist.sampler_seed(settings.seed),
+                           n_classes=plan.n_classes)
     batches.open_all()  # loader workers fork with the cases already open
-    sampler = EpochSampler(settings.iterations_per_epoch)
+    sampler = EpochSampler(training.iterations_per_epoch)
     loader = make_loader(batches, sampler,
                          _workers(settings.num_workers, device, dist.local_world_size),
                          pin_memory=device.type == "cuda")
-    labels = plan.to_dict()["labels"]
     return Session(
-        plan=plan, config_name=config_name, config=config, fold=fold, model=model,
-        optimizer=build_optimizer(model.parameters(), settings.optim),
+        plan=plan, config_name=config_name, config=config.to_dict(), fold=fold, model=model,
+        optimizer=build_optimizer(model.parameters(), training.optimizer,
+                                  training.learning_rate, settings.optim),
         scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
-        loss_fn=build_loss(bool(config.get("deep_supervision", False))),
-        loader=loader, sampler=sampler, source=source, val_cases=val_cases,
-        class_names=[labels[k] for k in sorted(labels, key=int) if int(k) != 0],
-        device=device, amp_dtype=amp, initial_lr=settings.optim.initial_lr(),
-        grad_clip=settings.optim.grad_clip, validate_every=settings.validate_every,
+        loss_fn=build_loss(config.deep_supervision), loader=loader, sampler=sampler,
+        source=source, val_cases=val_cases,
+        class_names=[plan.labels[v] for v in plan.label_values if v != 0],
+        device=device, amp_dtype=amp, initial_lr=training.learning_rate,
+        grad_clip=settings.optim.grad_clip, validate_every=training.validate_every,
         fold_dir=out_dir, show_progress=settings.show_progress and dist.is_main, dist=dist,
+        partial_labels=plan.partial_labels,
     )
+
+
+def split_cases(splits_dir: Path, case_ids: list[str], fold: int | str,
+                settings: TrainSettings, dist: DistContext = SINGLE_PROCESS
+                ) -> tuple[list[str], list[str]]:
+    """(train, validation) cases of ``fold``; ``splits.json`` is written once (rank 0)."""
+    splits = ([] if fold == "all"  # every case trains: no splits needed (even for 1 case)
+              else dist.main_first(lambda: load_or_create_splits(
+                  splits_dir, case_ids, settings.n_folds, settings.seed)))
+    return fold_cases(splits, fold, case_ids)
 
 
 def initial_progress(epochs: int | None, max_minutes: float | None) -> Progress:
@@ -140,7 +165,7 @@ def initial_progress(epochs: int | None, max_minutes: float | None) -> Progress:
     if max_minutes is not None:
         if max_minutes <= 0:
             raise ConfigError(f"max_minutes must be positive, got {max_minutes}")
-        return Progress(total_epochs=1000, budget_s=60.0 * max_minutes)
+        return Progress(total_epochs=1, budget_s=60.0 * max_minutes)
     return Progress(total_epochs=epochs or DEFAULT_EPOCHS)
 
 
@@ -153,8 +178,8 @@ def train_session(
     last = session.fold_dir / "checkpoint_last.pt"
     if resume and session.dist.broadcast(last.is_file()):  # all ranks load rank 0's
         progress = restore(session, last)
-        log.info("resuming %s fold %s at epoch %d/%d", session.config_name, session.fold,
-                 progress.epoch, progress.total_epochs)
+        log.info("resuming %s fold %s at epoch %d", session.config_name, session.fold,
+                 progress.epoch)
     else:
         if resume:
             log.info("no checkpoint at %s: starting from scratch", last)
@@ -164,29 +189,79 @@ def train_session(
     progress = fit(session, progress)
     final = next((r for r in reversed(progress.rows) if r["dice_mean"] == r["dice_mean"]), None)
     dice = {n: final[f"dice_{n}"] for n in session.class_names} if final else {}
-    log.info("trained %s fold %s: %d epochs in %.0fs, best Dice %.4f", session.config_name,
-             session.fold, progress.epoch, progress.elapsed_s, progress.best_metric)
+    log.info("trained %s fold %s: %d epochs (%d steps) in %.0fs, best Dice %.4f",
+             session.config_name, session.fold, progress.epoch, progress.steps,
+             progress.elapsed_s, progress.best_metric)
     return TrainResult(session.fold_dir, session.config_name, session.fold, progress.epoch,
-                       progress.best_metric, dice, progress.elapsed_s)
+                       progress.best_metric, dice, progress.elapsed_s, progress.steps)
+
+
+def fold_plan(plan: Plan, config: str, out_dir: Path, device: torch.device,
+              max_minutes: float | None, validation_cases: int, resume: bool,
+              settings: TrainSettings, dist: DistContext = SINGLE_PROCESS,
+              timer: StepTimer | None = None) -> Plan:
+    """The plan a fold trains with: the one it started with when resuming, else ``plan``
+    fitted to the device and budget (rank 0 measures; every rank gets its plan), written
+    to the fold folder and logged."""
+    saved = out_dir / PLAN_FILE
+    if resume and saved.is_file():
+        return Plan.load(saved)
+    if not settings.fit_to_budget:
+        fitted = plan
+    else:
+        def fit_on_main() -> dict:
+            budget = Budget(max_minutes, describe_device(device), device_memory_gb(device),
+                            validation_cases)
+            chosen = fit_plan(plan, [config], budget,
+                              timer or device_timer(plan, device, settings.precision))
+            return chosen.to_dict()
+
+        fitted = Plan.from_dict(dist.broadcast(fit_on_main() if dist.is_main else None))
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fitted.save(saved)
+        for line in describe(fitted.configuration(config)):
+            log.info("plan %s: %s", config, line)
+    return fitted
+
+
+def planning_memory_gb(device: str = "auto") -> float:
+    """Memory the reference plan is sized for: the GPU's, else nnU-Net's 8 GB."""
+    return device_memory_gb(resolve_device(device)) or DEFAULT_MEMORY_GB
+
+
+def plan_for_device(plan: Plan, device: str = "auto", max_minutes: float | None = None,
+                    precision: str = "auto", timer: StepTimer | None = None) -> Plan:
+    """Every configuration of a freshly planned ``plan`` fitted to ``device`` and the budget
+    (what ``medseg plan`` writes; ``medseg train`` fits again to its own budget)."""
+    dev = resolve_device(device)
+    validation_cases = int(plan.auto.get("n_cases", DEFAULT_FOLDS)) // DEFAULT_FOLDS
+    budget = Budget(max_minutes, describe_device(dev), device_memory_gb(dev), validation_cases)
+    return fit_plan(plan, list(plan.configurations), budget,
+                    timer or device_timer(plan, dev, precision))
 
 
 def train_fold(
     run_dir: str | Path, config: str = "3d", fold: int | str = 0, epochs: int | None = None,
     max_minutes: float | None = None, device: str = "auto", resume: bool = False,
     settings: TrainSettings | None = None, dist: DistContext = SINGLE_PROCESS,
+    timer: StepTimer | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``fold`` (an int or ``"all"``) of the run folder ``run_dir``.
 
     Reads ``RUN/plan.json`` and the preprocessed cache, writes ``RUN/splits.json`` once and
-    ``RUN/train/<config>/fold_<k>/`` (checkpoints, metrics.csv, progress.png, tb/).
-    ``max_minutes`` fits the schedule to a wall-clock budget; ``resume`` continues from
+    ``RUN/train/<config>/fold_<k>/`` (plan.json, checkpoints, metrics.csv, progress.png,
+    tb/). ``max_minutes`` is a hard wall-clock budget for the whole call (fitting the plan,
+    training, validation and checkpoints); ``resume`` continues from
     ``checkpoint_last.pt`` with its saved schedule. ``dist`` (from
     :func:`medseg.train.distributed.init_distributed`) trains data-parallel under torchrun.
+    ``timer`` replaces the step-time measurement (tests).
     """
     started = time.perf_counter()
     check_launch(dist)
+    initial_progress(epochs, max_minutes)  # reject bad lengths before any work
     run_dir = Path(run_dir)
-    plan = Plan.load(run_dir / "plan.json")
+    plan = Plan.load(run_dir / PLAN_FILE)
     cache = open_cache(run_dir)
     settings = settings or TrainSettings()
     dev = dist.device(resolve_device(device))
@@ -195,6 +270,10 @@ def train_fold(
     labelled = [c for c in cache.case_ids if cache.label(c) is not None]
     if not labelled:
         raise DatasetError("the preprocessed cache has no labelled cases", cache.folder)
-    session = build_session(plan, cache, labelled, run_dir, config, fold,
-                            fold_dir(run_dir, config, fold), dev, settings, dist)
+    out = fold_dir(run_dir, config, fold)
+    _, val_cases = split_cases(run_dir, labelled, fold, settings, dist)
+    plan = fold_plan(plan, config, out, dev, max_minutes, len(val_cases), resume, settings,
+                     dist, timer)
+    session = build_session(plan, cache, labelled, run_dir, config, fold, out, dev, settings,
+                            dist)
     return train_session(session, epochs, max_minutes, resume, started)

@@ -1,11 +1,15 @@
-"""Wall-clock budgets: fit the number of epochs so the LR schedule ends at the budget.
+"""Wall-clock budgets: ``--max-minutes N`` is a hard limit on the whole of training.
 
-The first epoch runs with a provisional epoch count (the poly LR barely moves in it);
-after every epoch the total is re-fitted from the measured epoch and validation times,
-so the schedule reaches zero when the time is spent. When the count changes, the poly
-decay is re-anchored at the current LR (``loop.change_total_epochs``): the LR stays
-continuous and decreasing whether the machine slows down or speeds up. Times are stored
-in the checkpoint, so a resumed run keeps the remaining budget.
+The budget covers set-up, every training step, the periodic validations, the checkpoints
+and the final validation. Training steps stop at the *training window*: the budget minus
+a reserve for what must still happen after the last step (the final validation and the
+last checkpoint, with a small margin). The reserve is re-estimated from measured times as
+training goes; steps are checked one by one, so an epoch longer than the budget is simply
+cut short. Under a budget the poly learning rate is a function of the elapsed fraction of
+the training window, so it reaches zero when the time is spent whatever the step time.
+Times are stored in the checkpoint, so a resumed run keeps the remaining budget.
+
+All functions here are pure; :mod:`medseg.train.loop` feeds them its measurements.
 """
 
 from __future__ import annotations
@@ -13,9 +17,63 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-#: Epoch count used until the first epoch has been timed.
-PROVISIONAL_EPOCHS = 1000
+#: Slack kept at the end of a budget, as a fraction of it (plus ``MARGIN_S``), so that
+#: small misestimates of the last validation or checkpoint stay inside the budget.
+MARGIN_FRACTION = 0.02
+MARGIN_S = 0.5
+#: Safety factor on the estimated duration of the final validation and checkpoint.
+RESERVE_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Timings:
+    """What has been measured so far in a run (all in seconds)."""
+
+    step_seconds: float | None = None  # a recent training step
+    validation_seconds: Sequence[float] = ()  # durations of the validations run so far
+    validation_guess_s: float = 0.0  # stands in before the first validation
+    save_seconds: Sequence[float] = ()  # durations of end-of-epoch checkpoint + logs
+    save_guess_s: float = 2.0  # stands in before the first checkpoint
+
+
+def save_estimate(timings: Timings) -> float:
+    """Time the last checkpoint and logs will take."""
+    return max(timings.save_seconds) if timings.save_seconds else timings.save_guess_s
+
+
+def reserve_s(budget_s: float, timings: Timings, validates: bool) -> float:
+    """Time kept back from training for the final validation and checkpoint."""
+    validation = 0.0
+    if validates:
+        validation = (max(timings.validation_seconds) if timings.validation_seconds
+                      else timings.validation_guess_s)
+    return RESERVE_FACTOR * (validation + save_estimate(timings)) + MARGIN_FRACTION * budget_s + MARGIN_S
+
+
+def training_window_s(budget_s: float, timings: Timings, validates: bool) -> float:
+    """Elapsed time by which the last training step must have ended."""
+    return max(0.0, budget_s - reserve_s(budget_s, timings, validates))
+
+
+def may_step(elapsed_s: float, window_s: float, step_seconds: float | None) -> bool:
+    """True when one more training step (of the measured duration) ends inside the window."""
+    return elapsed_s + (step_seconds or 0.0) <= window_s
+
+
+def schedule_fraction(elapsed_s: float, window_s: float) -> float:
+    """How far through its schedule a budgeted run is, in [0, 1]."""
+    if window_s <= 0:
+        return 1.0
+    return min(max(elapsed_s / window_s, 0.0), 1.0)
+
+
+def may_validate(elapsed_s: float, window_s: float, timings: Timings) -> bool:
+    """True when an intermediate validation still leaves training time after it."""
+    expected = (max(timings.validation_seconds) if timings.validation_seconds
+                else timings.validation_guess_s)
+    return elapsed_s + expected < window_s
 
 
 def epoch_estimate(epoch_seconds: Sequence[float]) -> float:
@@ -25,25 +83,10 @@ def epoch_estimate(epoch_seconds: Sequence[float]) -> float:
     return statistics.median(recent)
 
 
-def fit_total_epochs(
-    budget_s: float,
-    elapsed_s: float,
-    epoch_seconds: Sequence[float],
-    validation_seconds: Sequence[float],
-    validate_every: int,
-    validation_guess_s: float = 0.0,
-) -> int:
-    """Total epochs that fit the budget given ``len(epoch_seconds)`` epochs done.
-
-    ``epoch_seconds`` are training times per epoch (checkpointing included);
-    ``validation_seconds`` are the durations of the validations run so far
-    (``validation_guess_s`` stands in before the first one). One final validation is
-    reserved.
-    """
-    done = len(epoch_seconds)
-    if done == 0:
-        return PROVISIONAL_EPOCHS
-    val = statistics.mean(validation_seconds) if validation_seconds else validation_guess_s
-    per_epoch = epoch_estimate(epoch_seconds) + (val / validate_every if validate_every else 0.0)
-    remaining = budget_s - elapsed_s - val
-    return done + max(0, math.floor(remaining / per_epoch))
+def estimate_total_epochs(done: int, elapsed_s: float, window_s: float,
+                          epoch_seconds: Sequence[float]) -> int:
+    """Epochs a budgeted run will have done at the end of its window (for display)."""
+    if not epoch_seconds:
+        return max(done, 1)
+    remaining = max(0.0, window_s - elapsed_s)
+    return done + math.ceil(remaining / max(epoch_estimate(epoch_seconds), 1e-9))

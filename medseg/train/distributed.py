@@ -13,8 +13,8 @@ The rules (docs/scaling-out.md):
 - the learning rate is the single-process one (no linear scaling);
 - rank 0 alone writes splits, checkpoints, metrics, progress.png and TensorBoard, and runs
   validation while the other ranks wait at a barrier;
-- under a time budget, rank 0's fitted epoch count is broadcast, so all ranks run the
-  same number of epochs;
+- under a time budget, rank 0 decides before every step whether it still fits and which
+  LR it gets, and broadcasts both, so all ranks stop at the same step;
 - ``--resume``: every rank loads the same ``checkpoint_last.pt`` (the run folder must be
   on a file system all nodes see).
 """
@@ -93,6 +93,15 @@ class DistContext:
         box = [value]
         torch_dist.broadcast_object_list(box, src=0, device=self._collective_device())
         return box[0]
+
+    def broadcast_values(self, values: list[float]) -> list[float]:
+        """Rank 0's numbers on every rank: one small tensor broadcast (cheap enough to call
+        before every training step, e.g. for the budget's stop decision and the LR)."""
+        if not self.is_distributed:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self._collective_device())
+        torch_dist.broadcast(tensor, src=0)
+        return [float(v) for v in tensor.tolist()]
 
     def mean(self, value: float) -> float:
         """The mean of ``value`` over all ranks."""

@@ -1,9 +1,11 @@
 """The epoch loop, as small functions over a :class:`Session` and its :class:`Progress`.
 
 Every epoch ends with an atomic ``checkpoint_last.pt`` holding everything needed to
-continue exactly: model, optimiser, scaler, schedule, RNG states, timings and the metric
-history. Batches are a pure function of (seed, batch index) and the LR a pure function of
-the step, so a resumed run replays the same schedule.
+continue: model, optimiser, scaler, schedule, RNG states, timings and the metric history.
+Batches are a pure function of (seed, batch index). With a fixed number of epochs the LR
+is a pure function of the step, so a resumed run replays the same schedule exactly; under
+a time budget (:mod:`medseg.train.budget`) it is a function of the elapsed time, every
+step is checked against the budget, and the final validation and checkpoint fit in it.
 """
 
 from __future__ import annotations
@@ -22,13 +24,29 @@ from torch import nn
 from tqdm import tqdm
 
 from medseg.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from medseg.models.network import PlanLike
+from medseg.models.network import PlanLike, network_shape
 from medseg.sampling.loader import EpochSampler, PatchSource
-from medseg.train.budget import epoch_estimate, fit_total_epochs
+from medseg.inference.sliding_window import count_windows
+from medseg.train.budget import (
+    MARGIN_S,
+    RESERVE_FACTOR,
+    Timings,
+    save_estimate,
+    estimate_total_epochs,
+    may_step,
+    may_validate,
+    schedule_fraction,
+    training_window_s,
+)
 from medseg.train.distributed import SINGLE_PROCESS, DistContext, unwrap
 from medseg.train.loss import compute_loss
 from medseg.train.optim import poly_lr, set_lr
-from medseg.train.progress import TensorBoardLog, plot_progress, write_metrics_csv
+from medseg.train.progress import (
+    TensorBoardLog,
+    plot_progress,
+    prepare_plotting,
+    write_metrics_csv,
+)
 from medseg.train.state import capture_rng, restore_rng
 from medseg.train.validation import ValidationResult, validate
 
@@ -39,16 +57,24 @@ log = logging.getLogger(__name__)
 class Progress:
     """Everything about the run's position that a checkpoint must restore."""
 
-    total_epochs: int
+    total_epochs: int  # under a time budget: the current estimate (display only)
     epoch: int = 0  # epochs completed
     budget_s: float | None = None
     elapsed_s: float = 0.0
     best_metric: float = -1.0
     epoch_seconds: list[float] = field(default_factory=list)
     validation_seconds: list[float] = field(default_factory=list)
+    save_seconds: list[float] = field(default_factory=list)
+    steps: int = 0  # optimiser steps done
+    step_seconds: float | None = None  # recent duration of one step (running estimate)
+    window_seconds: float | None = None  # one validation window's forward pass (measured)
     rows: list[dict[str, Any]] = field(default_factory=list)
-    lr_anchor_epoch: int = 0  # the poly decay runs from (anchor epoch, anchor LR) to the end
-    lr_anchor: float | None = None  # None: the initial LR
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Progress:
+        """From a checkpoint's ``progress`` (keys of older versions are ignored)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -76,28 +102,53 @@ class Session:
     fold_dir: Path
     show_progress: bool = True
     dist: DistContext = SINGLE_PROCESS  # torchrun rank layout (rank 0 writes, validates)
+    partial_labels: bool = False  # a class absent from a case is unannotated there
+
+
+class RunClock:
+    """Elapsed run time: what the checkpoint says was spent before, plus time since."""
+
+    def __init__(self, progress: Progress, clock: Callable[[], float]) -> None:
+        self.progress, self.clock = progress, clock
+        self.origin = clock() - progress.elapsed_s
+        self.steps = 0  # steps taken by this process (the first ones warm up)
+
+    def sync(self) -> float:
+        """Store the elapsed time in ``progress`` and return it."""
+        self.progress.elapsed_s = self.clock() - self.origin
+        return self.progress.elapsed_s
+
+
+def timings(session: Session, progress: Progress) -> Timings:
+    return Timings(progress.step_seconds, tuple(progress.validation_seconds),
+                   validation_guess(session, progress), tuple(progress.save_seconds),
+                   save_guess(session))
+
+
+def save_guess(session: Session) -> float:
+    """Checkpoint + logs before one was timed: model and optimiser state written at
+    ~100 MB/s, plus the metrics plot."""
+    params = sum(p.numel() for p in session.model.parameters())
+    return 1.0 + 3 * 4 * params / 100e6
+
+
+def window_s(session: Session, progress: Progress) -> float:
+    """End of the training window of a budgeted run (inf without a budget)."""
+    if progress.budget_s is None:
+        return math.inf
+    return training_window_s(progress.budget_s, timings(session, progress),
+                             bool(session.val_cases))
 
 
 def lr_at(session: Session, progress: Progress, iteration: int) -> float:
-    """Poly LR at ``iteration`` of the current epoch (per-step schedule).
-
-    The decay runs from the anchor (the start, or the last change of the epoch count under
-    a time budget) to the end, so the LR stays continuous and decreasing when the budget
-    fit changes the number of epochs.
-    """
+    """Poly LR for the next step: by elapsed fraction of the training window under a
+    budget, by step count otherwise (``iteration``: steps done in the current epoch)."""
+    if progress.budget_s is not None:
+        return poly_lr(session.initial_lr,
+                       schedule_fraction(progress.elapsed_s, window_s(session, progress)))
     per_epoch = session.sampler.batches_per_epoch
-    start = progress.lr_anchor_epoch * per_epoch
-    done = progress.epoch * per_epoch + iteration - start
-    anchor = session.initial_lr if progress.lr_anchor is None else progress.lr_anchor
-    return poly_lr(anchor, done / max(progress.total_epochs * per_epoch - start, 1))
-
-
-def change_total_epochs(session: Session, progress: Progress, total: int) -> None:
-    """Set a new epoch count, re-anchoring the decay at the next step's current LR."""
-    if total != progress.total_epochs:
-        progress.lr_anchor = lr_at(session, progress, 0)
-        progress.lr_anchor_epoch = progress.epoch
-        progress.total_epochs = total
+    done = progress.epoch * per_epoch + iteration
+    return poly_lr(session.initial_lr, done / max(progress.total_epochs * per_epoch, 1))
 
 
 def train_step(session: Session, batch: dict[str, torch.Tensor], lr: float) -> float:
@@ -105,10 +156,13 @@ def train_step(session: Session, batch: dict[str, torch.Tensor], lr: float) -> f
     set_lr(session.optimizer, lr)
     image = batch["image"].to(session.device, non_blocking=True)
     label = batch["label"].to(session.device, non_blocking=True).long()  # uint8 on the wire
+    annotated = batch.get("annotated") if session.partial_labels else None
+    if annotated is not None:
+        annotated = annotated.to(session.device, non_blocking=True)
     with torch.autocast(session.device.type, dtype=session.amp_dtype,
                         enabled=session.amp_dtype is not None):
         output = session.model(image)
-    loss = compute_loss(session.loss_fn, output, label)
+    loss = compute_loss(session.loss_fn, output, label, annotated)
     session.optimizer.zero_grad(set_to_none=True)
     session.scaler.scale(loss).backward()
     session.scaler.unscale_(session.optimizer)
@@ -118,40 +172,128 @@ def train_step(session: Session, batch: dict[str, torch.Tensor], lr: float) -> f
     return float(loss.detach())
 
 
-def train_epoch(session: Session, progress: Progress) -> float:
-    """Run one epoch of batches; returns the mean loss."""
+def next_step(session: Session, progress: Progress, run_clock: RunClock,
+              iteration: int) -> float | None:
+    """The LR of the next step, or None when the budget leaves no time for it. Under
+    torchrun rank 0 decides and broadcasts, so every rank stops at the same step and uses
+    the same LR."""
+    if progress.budget_s is None:
+        return lr_at(session, progress, iteration)
+    run_clock.sync()
+    go = may_step(progress.elapsed_s, window_s(session, progress), progress.step_seconds)
+    lr = lr_at(session, progress, iteration)
+    go, lr = session.dist.broadcast_values([float(go), lr])
+    return lr if go else None
+
+
+def train_epoch(session: Session, progress: Progress, run_clock: RunClock) -> float:
+    """Run one epoch of batches (fewer when the budget ends); returns the mean loss."""
     session.sampler.epoch = progress.epoch
     session.model.train()
-    bar = tqdm(session.loader, total=session.sampler.batches_per_epoch, leave=False,
+    bar = tqdm(total=session.sampler.batches_per_epoch, leave=False,
                desc=f"epoch {progress.epoch + 1}/{progress.total_epochs}",
                disable=not session.show_progress)
-    losses = []
-    for i, batch in enumerate(bar):
-        losses.append(train_step(session, batch, lr_at(session, progress, i)))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-    return float(np.mean(losses))
+    losses: list[float] = []
+    batches = iter(session.loader)
+    with bar:
+        for i in range(session.sampler.batches_per_epoch):
+            lr = next_step(session, progress, run_clock, i)
+            if lr is None:
+                break
+            started = run_clock.clock()
+            losses.append(train_step(session, next(batches), lr))
+            observe_step(progress, run_clock.clock() - started, warm_up=run_clock.steps < 2)
+            run_clock.steps += 1
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return float(np.mean(losses)) if losses else math.nan
+
+
+def observe_step(progress: Progress, seconds: float, warm_up: bool) -> None:
+    """Count a step and update the running step duration; the first step of a process
+    (warm-up: first batch, allocations) stands in only until the second is measured."""
+    progress.steps += 1
+    previous = progress.step_seconds
+    if previous is None or warm_up:
+        progress.step_seconds = seconds
+    else:
+        progress.step_seconds = 0.8 * previous + 0.2 * seconds
 
 
 def validation_guess(session: Session, progress: Progress) -> float:
-    """Validation time before one was measured: one training sample's time per case."""
-    per_sample = epoch_estimate(progress.epoch_seconds) / (
-        session.sampler.batches_per_epoch * int(session.config["batch_size"]))
-    return len(session.val_cases) * per_sample
+    """Validation time before one was measured: the measured forward pass of a window
+    (:func:`probe_window_seconds`; else half a training step per sample) times every
+    sliding window of the validation cases, plus reading and scoring each case."""
+    if not session.val_cases:
+        return 0.0
+    per_window = progress.window_seconds
+    if per_window is None:
+        if progress.step_seconds is None:
+            return 0.0
+        per_window = 0.5 * progress.step_seconds / int(session.config["batch_size"])
+    patch = [int(p) for p in session.config["patch_size"]]
+    slice_axis = session.config.get("slice_axis") if len(patch) == 2 else None
+    windows = sum(count_windows(session.source.image(c).shape[1:], patch, slice_axis)
+                  for c in session.val_cases)
+    return 1.5 * windows * per_window + 0.1 * len(session.val_cases)
 
 
-def should_validate(session: Session, progress: Progress) -> bool:
-    """Validate every few epochs and after the last one (never without validation cases)."""
+@torch.no_grad()
+def probe_window_seconds(session: Session) -> float:
+    """Seconds per window of a validation forward pass (2 windows per batch, as
+    :func:`medseg.train.validation.validate`), measured on zeros after one warm-up."""
+    model = unwrap(session.model)
+    was_training = model.training
+    model.eval()
+    patch = [int(p) for p in session.config["patch_size"]]
+    channels, _ = network_shape(session.plan)
+    x = torch.zeros(2, channels, *patch, device=session.device)
+    try:
+        model(x)
+        start = time.perf_counter()
+        model(x)
+        return (time.perf_counter() - start) / 2
+    finally:
+        model.train(was_training)
+
+
+def training_over(session: Session, progress: Progress) -> bool:
+    """Epoch count reached, or (under a budget) no time left for another step."""
+    if progress.budget_s is None:
+        return progress.epoch >= progress.total_epochs
+    return not may_step(progress.elapsed_s, window_s(session, progress), progress.step_seconds)
+
+
+def should_validate(session: Session, progress: Progress, final: bool) -> bool:
+    """Validate every few epochs, when the budget leaves room, and after the last one
+    (never without validation cases)."""
     if not session.val_cases:
         return False
-    n = progress.epoch  # epochs completed, including the one just trained
-    return n % session.validate_every == 0 or n >= progress.total_epochs
+    if final:
+        return True
+    if progress.epoch % session.validate_every:
+        return False
+    return progress.budget_s is None or may_validate(
+        progress.elapsed_s, window_s(session, progress), timings(session, progress))
 
 
-def run_validation(session: Session, progress: Progress) -> ValidationResult:
-    start = time.perf_counter()
+def run_validation(session: Session, progress: Progress, run_clock: RunClock
+                   ) -> ValidationResult:
+    """Validate on the fold's validation cases; under a budget, cases that would end
+    past it (leaving time for the checkpoint) are left out."""
+    start = run_clock.clock()
+    deadline = None
+    if progress.budget_s is not None:
+        save = save_estimate(timings(session, progress))
+        deadline = run_clock.origin + progress.budget_s - RESERVE_FACTOR * save - MARGIN_S
     result = validate(unwrap(session.model), session.source, session.val_cases, session.config,
-                      len(session.class_names) + 1, session.device)
-    progress.validation_seconds.append(time.perf_counter() - start)
+                      len(session.class_names) + 1, session.device,
+                      partial_labels=session.partial_labels, deadline=deadline,
+                      clock=run_clock.clock)
+    progress.validation_seconds.append(run_clock.clock() - start)
+    if result.skipped:
+        log.warning("validation stopped after %d of %d case(s) to stay within the budget",
+                    len(result.case_dice), len(session.val_cases))
     return result
 
 
@@ -189,11 +331,11 @@ def restore(session: Session, path: Path) -> Progress:
     session.optimizer.load_state_dict(ckpt["optimizer"])
     session.scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
-    return Progress(**ckpt["progress"])
+    return Progress.from_dict(ckpt["progress"])
 
 
 def finish_epoch(session: Session, progress: Progress, loss: float,
-                 result: ValidationResult | None, tb: TensorBoardLog) -> None:
+                 result: ValidationResult | None, tb: TensorBoardLog, final: bool) -> None:
     """Record the epoch, write logs and the last (and maybe best) checkpoint."""
     row = epoch_row(session, progress, loss, result)
     progress.rows.append(row)
@@ -202,45 +344,60 @@ def finish_epoch(session: Session, progress: Progress, loss: float,
         progress.best_metric = result.mean_dice
     payload = checkpoint_payload(session, progress)
     save_checkpoint(session.fold_dir / "checkpoint_last.pt", payload)
-    if improved or (not session.val_cases and progress.epoch >= progress.total_epochs):
+    if improved or (not session.val_cases and final):
         save_checkpoint(session.fold_dir / "checkpoint_best.pt", payload)
     write_metrics_csv(session.fold_dir / "metrics.csv", progress.rows)
-    if result is not None or progress.epoch >= progress.total_epochs or progress.epoch == 1:
+    if result is not None or final or progress.epoch == 1:
         plot_progress(session.fold_dir / "progress.png", progress.rows, session.class_names)
     tb.log(row)
 
 
+def end_epoch(session: Session, progress: Progress, run_clock: RunClock, loss: float,
+              tb: TensorBoardLog | None) -> bool:
+    """Validate if due, write the epoch's files; returns True when training is over."""
+    run_clock.sync()
+    final = session.dist.broadcast_values([float(training_over(session, progress))])[0] > 0
+    if progress.budget_s is not None:
+        progress.total_epochs = progress.epoch if final else max(
+            progress.epoch + 1, estimate_total_epochs(
+                progress.epoch, progress.elapsed_s, window_s(session, progress),
+                progress.epoch_seconds))
+    result = None
+    if session.dist.is_main and should_validate(session, progress, final):
+        result = run_validation(session, progress, run_clock)
+    saving = run_clock.clock()
+    if tb is not None:
+        finish_epoch(session, progress, loss, result, tb, final)
+    session.dist.barrier()  # other ranks wait for rank 0's validation and files
+    progress.save_seconds.append(run_clock.clock() - saving)
+    run_clock.sync()
+    _summarise(progress, loss, result)
+    return final
+
+
 def fit(session: Session, progress: Progress, clock: Callable[[], float] = time.perf_counter
         ) -> Progress:
-    """Train until ``progress.total_epochs`` (re-fitted to the budget after each epoch)."""
+    """Train until the epoch count is reached or, under a budget, until the training
+    window closes (checked before every step); then validate and checkpoint."""
     main = session.dist.is_main
     tb = TensorBoardLog(session.fold_dir / "tb") if main else None
+    if progress.budget_s is not None and main:
+        prepare_plotting()  # its import would otherwise delay the last checkpoint
+        if session.val_cases and progress.window_seconds is None:
+            progress.window_seconds = probe_window_seconds(session)
+    run_clock = RunClock(progress, clock)
     try:
-        while progress.epoch < progress.total_epochs:
+        final = training_over(session, progress) and progress.epoch > 0
+        while not final:
             start = clock()
-            loss = session.dist.mean(train_epoch(session, progress))
+            loss = session.dist.mean(train_epoch(session, progress, run_clock))
             progress.epoch += 1
             progress.epoch_seconds.append(clock() - start)
-            progress.elapsed_s += progress.epoch_seconds[-1]
-            if progress.budget_s is not None:
-                fitted = max(progress.epoch, fit_total_epochs(
-                    progress.budget_s, progress.elapsed_s, progress.epoch_seconds,
-                    progress.validation_seconds, session.validate_every,
-                    validation_guess(session, progress)))
-                change_total_epochs(session, progress, session.dist.broadcast(fitted))
-            result = run_validation(session, progress) \
-                if main and should_validate(session, progress) else None
-            if result is not None:
-                progress.elapsed_s += progress.validation_seconds[-1]
-            saving = clock()
-            if tb is not None:
-                finish_epoch(session, progress, loss, result, tb)
-            session.dist.barrier()  # other ranks wait for rank 0's validation and files
-            progress.elapsed_s += clock() - saving
-            _summarise(progress, loss, result)
+            final = end_epoch(session, progress, run_clock, loss, tb)
     finally:
         if tb is not None:
             tb.close()
+    run_clock.sync()
     return progress
 
 

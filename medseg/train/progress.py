@@ -26,11 +26,18 @@ def write_metrics_csv(path: Path, rows: Sequence[Row]) -> None:
     write_text(path, buf.getvalue())
 
 
-def plot_progress(path: Path, rows: Sequence[Row], class_names: Sequence[str]) -> None:
-    """Loss (left axis) and validation Dice per class (right axis) against the epoch."""
+def prepare_plotting() -> None:
+    """Import matplotlib with its file-only backend (a second or more on a busy machine),
+    so that the first :func:`plot_progress` is quick."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import pyplot  # noqa: F401
+
+
+def plot_progress(path: Path, rows: Sequence[Row], class_names: Sequence[str]) -> None:
+    """Loss (left axis) and validation Dice per class (right axis) against the epoch."""
+    prepare_plotting()
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -10,11 +10,13 @@ import numpy as np
 
 from medseg.core.atomic import write_json
 from medseg.core.errors import ConfigError
+from medseg.train.settings import DEFAULT_FOLDS, DEFAULT_SEED
 
 Split = dict[str, list[str]]
 
 
-def make_splits(case_ids: Sequence[str], n_folds: int = 5, seed: int = 12345) -> list[Split]:
+def make_splits(case_ids: Sequence[str], n_folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED
+                ) -> list[Split]:
     """K folds of (train, val) case lists; every case is validated in exactly one fold."""
     cases = sorted(case_ids)
     if len(cases) < n_folds:
@@ -29,7 +31,8 @@ def make_splits(case_ids: Sequence[str], n_folds: int = 5, seed: int = 12345) ->
 
 
 def load_or_create_splits(
-    run_dir: str | Path, case_ids: Sequence[str], n_folds: int = 5, seed: int = 12345
+    run_dir: str | Path, case_ids: Sequence[str], n_folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
 ) -> list[Split]:
     """The run's splits: read ``splits.json`` if present, else create and write it."""
     path = Path(run_dir) / "splits.json"

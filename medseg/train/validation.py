@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,14 +15,17 @@ from medseg.inference.sliding_window import predict_probabilities
 from medseg.sampling.loader import PatchSource
 
 
-def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int,
+                   partial_labels: bool = False) -> list[float]:
     """Dice of classes ``1..n_classes-1`` between two label maps; NaN when a class is absent
-    from both."""
+    from both or, with ``partial_labels``, from the reference (not annotated there)."""
     scores = []
     for k in range(1, n_classes):
         p, t = pred == k, truth == k
-        denom = int(p.sum()) + int(t.sum())
-        scores.append(float("nan") if denom == 0 else 2.0 * int((p & t).sum()) / denom)
+        n_truth = int(t.sum())
+        denom = int(p.sum()) + n_truth
+        unscored = denom == 0 or (partial_labels and n_truth == 0)
+        scores.append(float("nan") if unscored else 2.0 * int((p & t).sum()) / denom)
     return scores
 
 
@@ -31,6 +35,7 @@ class ValidationResult:
 
     class_dice: list[float]
     case_dice: dict[str, list[float]]
+    skipped: tuple[str, ...] = ()  # cases left out to stay within a time budget
 
     @property
     def mean_dice(self) -> float:
@@ -41,26 +46,37 @@ class ValidationResult:
 @torch.no_grad()
 def validate(
     model: nn.Module, source: PatchSource, cases: Sequence[str], config: Mapping[str, Any],
-    n_classes: int, device: torch.device,
+    n_classes: int, device: torch.device, *, partial_labels: bool = False,
+    deadline: float | None = None, clock: Callable[[], float] = time.perf_counter,
 ) -> ValidationResult:
-    """Predict each case with sliding windows (no mirroring) and score it against its label."""
+    """Predict each case with sliding windows (no mirroring) and score it against its label.
+
+    With a ``deadline`` (a ``clock()`` value), a case is only started when the slowest case
+    so far would still end before it; the others are listed in ``skipped``.
+    """
     was_training = model.training
     model.eval()
     slice_axis = config.get("slice_axis") if len(config["patch_size"]) == 2 else None
-    case_dice = {}
+    case_dice: dict[str, list[float]] = {}
+    slowest = 0.0
     try:
         for case in cases:
+            start = clock()
+            if deadline is not None and start + slowest > deadline:
+                break
             probs = predict_probabilities(
                 model, np.array(source.image(case, mmap=True)), config["patch_size"],
                 batch_size=int(config.get("batch_size", 2)) if slice_axis is not None else 2,
                 device=device, slice_axis=slice_axis,
             )
             truth = np.asarray(source.label(case, mmap=True))[0]
-            case_dice[case] = dice_per_class(probs.argmax(0), truth, n_classes)
+            case_dice[case] = dice_per_class(probs.argmax(0), truth, n_classes, partial_labels)
+            slowest = max(slowest, clock() - start)
     finally:
         model.train(was_training)
     per_class = np.array(list(case_dice.values()), dtype=np.float64).reshape(-1, n_classes - 1)
     with np.errstate(all="ignore"):
         class_dice = [float(np.nanmean(col)) if np.isfinite(col).any() else float("nan")
                       for col in per_class.T]
-    return ValidationResult(class_dice, case_dice)
+    return ValidationResult(class_dice, case_dice,
+                            tuple(c for c in cases if c not in case_dice))

@@ -34,7 +34,7 @@ def broken_dataset(tmp_path):
 
 
 EXPECTED = {
-    "case_001": "label values [7] not among declared labels",
+    "case_001": "are not among the declared labels",
     "case_002": "label grid differs",
     "case_003": "NaN/Inf",
     "case_004": "empty image",
@@ -86,3 +86,26 @@ def test_channels_on_different_grids(tmp_path):
     report = validate_dataset(load_dataset(root), progress=False)
     assert [c.case_id for c in report.valid] == ["case_000"]
     assert "bad geometry" in dict(report.excluded)["case_001"]
+
+
+def test_float_labels_with_whole_values_are_accepted(tmp_path):
+    root = write_decathlon(tmp_path / "ds", n_cases=2, n_test=0)
+    path = root / "labelsTr" / "case_001.nii.gz"
+    label = read_volume(path)
+    write_volume(label.with_array(label.array.astype(np.float32)), path)  # as BraTS stores them
+    report = validate_dataset(load_dataset(root), progress=False)
+    assert [c.case_id for c in report.valid] == ["case_000", "case_001"]
+
+
+def test_non_integral_float_labels_are_refused_naming_the_file(tmp_path):
+    root = write_decathlon(tmp_path / "ds", n_cases=2, n_test=0)
+    path = root / "labelsTr" / "case_001.nii.gz"
+    label = read_volume(path)
+    blurred = label.array.astype(np.float32)
+    blurred[0, 5, 5, 5] = 0.5  # e.g. a label resampled with linear interpolation
+    write_volume(label.with_array(blurred), path)
+    report = validate_dataset(load_dataset(root), progress=False)
+    reason = dict(report.excluded)["case_001"]
+    assert "non-integral values (0.5)" in reason and str(path) in reason
+    with pytest.raises(DatasetError, match="case_001.nii.gz.*non-integral"):
+        validate_dataset(load_dataset(root), strict=True, progress=False)

@@ -113,3 +113,42 @@ def test_cli_bad_arguments_are_one_line_errors(folders, tmp_path, capsys):
     assert "--labels item 'one:Anterior'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", str(pred), str(gt), "-o", str(tmp_path / "r"), "--workers", "0"])
+
+
+def test_partial_labels_and_regions_in_the_report(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    ball = sphere_label((16, 14, 10), radius=4)
+    two = ball.copy()
+    two[:8][two[:8] > 0] = 2
+    _write(gt, "full.nii.gz", two)
+    _write(pred, "full.nii.gz", two)
+    _write(gt, "no_two.nii.gz", np.where(two == 2, 0, two))  # class 2 not contoured here
+    _write(pred, "no_two.nii.gz", two)  # ... but present and predicted
+    out = tmp_path / "report"
+    result = evaluate_folders(pred, gt, out, progress=False, qc_cases=0, partial_labels=True,
+                              regions={"both": [1, 2]},
+                              case_roles={"training": ["x"], "evaluation": ["full", "no_two"]})
+    rows = {(r["case"], r["name"]): r for r in csv.DictReader((out / "per_case.csv").open())}
+    assert rows[("no_two", "label_2")]["scored"] == "0.0"
+    assert rows[("no_two", "label_2")]["dice"] == "nan"
+    assert rows[("full", "label_2")]["dice"] == "1.0"
+    assert rows[("full", "both")]["label"] == "1+2" and rows[("full", "both")]["dice"] == "1.0"
+    summary = json.loads((out / "summary.json").read_text())
+    stats = summary["per_class"]["label_2"]
+    assert stats["n_not_scored"] == 1 and stats["dice"]["n"] == 1 and stats["n_spurious"] == 0
+    assert summary["regions"] == {"both": [1, 2]} and summary["partial_labels"]
+    assert summary["cases"]["evaluation"] == ["full", "no_two"]
+    assert "Cases" in (out / "index.html").read_text()
+    assert result.labels[2] == "label_2"
+
+
+def test_cli_regions_and_partial_labels(folders, tmp_path, capsys):
+    pred, gt = folders
+    code = main(["evaluate", str(pred), str(gt), "-o", str(tmp_path / "r"), "--qc-cases", "0",
+                 "--regions", "all=1,2", "--partial-labels", "--workers", "1"])
+    assert code == EXIT_PARTIAL  # case_c, case_d as before
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert "all" in summary["per_class"] and summary["partial_labels"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(pred), str(gt), "-o", str(tmp_path / "r2"), "--regions", "all=a,b"])
+    assert exit_info.value.code == 2 and "NAME=1,2,3" in capsys.readouterr().err

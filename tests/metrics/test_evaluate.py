@@ -26,13 +26,13 @@ def test_plain_arrays_need_spacing_and_give_every_metric_per_label():
     pred, ref = _two_planes()
     result = evaluate_case(pred, ref, spacing=(1.5, 0.7, 0.9))
     assert sorted(result) == [1, 2]
-    assert set(result[1]) == set(METRICS)
+    assert set(result[1]) == {*METRICS, "scored"}
     assert result[1]["hd95_mm"] == pytest.approx(4.5)
     assert result[1]["dice"] == 0.0
     assert result[2] == pytest.approx({
         "dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "hd95_mm": 0.0,
         "assd_mm": 0.0, "nsd": 1.0, "pred_volume_ml": 18 * 1.5 * 0.7 * 0.9 / 1000,
-        "ref_volume_ml": 18 * 1.5 * 0.7 * 0.9 / 1000,
+        "ref_volume_ml": 18 * 1.5 * 0.7 * 0.9 / 1000, "scored": 1.0,
     })
     with pytest.raises(ValueError, match="spacing"):
         evaluate_case(pred, ref)
@@ -105,3 +105,31 @@ def test_with_all_labels_adds_both_empty_results():
     filled = with_all_labels(evaluate_case(pred, ref, spacing=(1, 1, 1), labels=[1]), [1, 4])
     assert sorted(filled) == [1, 4]
     assert filled[4]["dice"] == 1.0 and filled[4]["ref_volume_ml"] == 0.0
+
+
+def test_partial_labels_leave_classes_missing_from_the_reference_unscored():
+    pred, ref = _two_planes()
+    ref[ref == 2] = 0  # class 2 not contoured in this case, but predicted
+    full = evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), labels=[1, 2])
+    assert full[2]["dice"] == 0.0 and full[2]["scored"] == 1.0  # a false positive
+    partial = evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), labels=[1, 2],
+                            partial_labels=True)
+    assert partial[2]["scored"] == 0.0
+    assert all(math.isnan(partial[2][m]) for m in ("dice", "iou", "hd95_mm", "nsd"))
+    assert partial[2]["pred_volume_ml"] == full[2]["pred_volume_ml"]  # still reported
+    assert partial[1] == full[1]  # present in the reference: scored as usual
+
+
+def test_regions_score_unions_of_labels():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 5, (12, 10, 8))
+    pred = ref.copy()
+    pred[ref == 4] = 1  # enhancing tumour predicted as necrosis: core still right
+    regions = {"whole": [1, 2, 3, 4], "core": [1, 3, 4], "enhancing": [4]}
+    result = evaluate_case(pred, ref, spacing=(1.0, 1.0, 1.0), labels=[1, 2, 3, 4],
+                           regions=regions)
+    assert set(result) == {1, 2, 3, 4, "1+2+3+4", "1+3+4", "4"}
+    assert result["1+2+3+4"]["dice"] == 1.0 and result["1+3+4"]["dice"] == 1.0
+    assert result["4"]["dice"] == 0.0
+    both = np.isin(pred, [1, 3, 4]) & np.isin(ref, [1, 3, 4])  # independent count
+    assert result["1+3+4"]["pred_volume_ml"] == pytest.approx(both.sum() / 1000)

@@ -134,3 +134,55 @@ def test_ct_channel_gets_dataset_wide_clipping(tmp_path):
     assert scheme["clip"] == [stats.percentile_00_5, stats.percentile_99_5]
     assert 140 < scheme["mean"] < 160  # foreground of the synthetic cases is ~N(150, 10)
     assert scheme["std"] == pytest.approx(stats.std)
+
+
+def test_anisotropic_dataset_gets_anisotropic_plan_and_in_plane_rotation(tmp_path):
+    ds = load_dataset(write_decathlon(tmp_path / "ds", n_cases=3, shape=(40, 40, 12),
+                                      spacing=(0.8, 0.8, 4.0)))
+    plan = plan_dataset(ds, compute_fingerprint(ds, progress=False))
+    config = plan.configuration("3d")
+    assert plan.target_spacing == (0.8, 0.8, 4.0)
+    assert config.kernel_sizes[0] == (3, 3, 1)  # no convolution across the coarse slices
+    assert config.strides[1] == (2, 2, 1)  # pooled in-plane first
+    assert config.training.rotation == "in-plane" and "anisotropic" in \
+        config.reasons["training.rotation"]
+    iso = load_dataset(write_decathlon(tmp_path / "iso", n_cases=3))
+    assert plan_dataset(iso, compute_fingerprint(iso, progress=False)) \
+        .configuration("3d").training.rotation == "3d"
+
+
+def test_two_channel_dataset_is_normalized_per_channel(tmp_path):
+    from medseg.data import read_case
+    from medseg.preprocess import preprocess_case
+
+    ds = load_dataset(write_decathlon(tmp_path / "ds", n_cases=2, channels=2))
+    plan = plan_dataset(ds, compute_fingerprint(ds, progress=False))
+    assert plan.normalization == ({"scheme": "zscore_nonzero"},) * 2
+    image, label = read_case(ds.cases[0])
+    image = image.with_array(image.array * np.array([1.0, 40.0])[:, None, None, None] +
+                             np.array([0.0, 500.0])[:, None, None, None] * (image.array != 0))
+    pre = preprocess_case(image, label, plan.with_changes(image_interpolation="nearest"))
+    for c in range(2):  # each channel z-scored inside its own non-zero voxels
+        inside = pre.image[c][pre.image[c] != 0]
+        assert abs(inside.mean()) < 0.05 and abs(inside.std() - 1) < 0.05
+
+
+def test_partial_labels_auto_turns_on_when_a_class_is_missing_from_some_cases(tmp_path):
+    from medseg.io import read_volume, write_volume
+
+    root = write_decathlon(tmp_path / "ds", n_cases=3)
+    ds = load_dataset(root)
+    full = plan_dataset(ds, compute_fingerprint(ds, progress=False))
+    assert not full.partial_labels and "every class" in full.auto["partial_labels"]
+    path = root / "labelsTr" / "case_001.nii.gz"
+    label = read_volume(path)
+    write_volume(label.with_array(np.where(label.array == 2, 0, label.array)), path)
+    fp = compute_fingerprint(ds, progress=False)
+    assert fp.class_presence == pytest.approx((1.0, 1.0, 2 / 3))
+    partial = plan_dataset(ds, fp)
+    assert partial.partial_labels and "right (33% of cases)" in partial.auto["partial_labels"]
+    assert not plan_dataset(ds, fp, partial_labels="off").partial_labels
+    assert plan_dataset(ds, compute_fingerprint(load_dataset(root), progress=False),
+                        partial_labels="on").partial_labels
+    loaded = Plan.from_dict(partial.to_dict())
+    assert loaded.partial_labels and loaded == partial

@@ -172,7 +172,7 @@ KINDS: dict[str, Kind] = {
     "NaN/Inf image in training set": Kind(corpus_data.nan_image_in_dataset, DATASET, None,
                                           r"NaN/Inf voxel"),
     "label values not in dataset": Kind(corpus_data.undeclared_label_values, DATASET, None,
-                                        r"label values \[7\] not among declared"),
+                                        r"label values \[7\] in .* not among the declared"),
     "label shape differs from image": Kind(corpus_data.label_on_other_grid, DATASET, None,
                                            r"label grid differs"),
     "label affine differs from image": Kind(corpus_data.label_shifted_grid, DATASET, None,

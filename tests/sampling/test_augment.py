@@ -105,3 +105,67 @@ def test_in_place_augmentation_equals_the_copying_one() -> None:
     augment_batch_(image, label, AugmentSettings(p_rotate=0.5), seed=9)
     torch.testing.assert_close(image, expected[0])
     assert torch.equal(label, expected[1])
+
+
+def _rotate_only(**changes) -> AugmentSettings:
+    from dataclasses import replace
+
+    return replace(OFF, p_rotate=1.0, max_rotation_degrees=40.0, **changes)
+
+
+def test_in_plane_rotation_keeps_slices_apart() -> None:
+    shape = (24, 24, 10)
+    one_slice = torch.zeros(4, 1, *shape)
+    one_slice[..., 4] = 1.0  # only slice 4 is bright
+    label = torch.zeros(4, 1, *shape, dtype=torch.long)
+    image = one_slice.clone()
+    augment_batch_(image, label, _rotate_only(spacing=(0.8, 0.8, 4.0), rotation_axes=(2,)),
+                   seed=1)
+    assert image[..., 4].abs().sum() > 0.5 * one_slice.sum()  # rotated, not emptied
+    assert image[..., [0, 1, 2, 3, 5, 6, 7, 8, 9]].abs().max() == 0  # nothing leaks
+    tilted = one_slice.clone()
+    augment_batch_(tilted, label.clone(), _rotate_only(), seed=1)  # 3D: slices mix
+    assert tilted[..., [0, 1, 2, 3, 5, 6, 7, 8, 9]].abs().max() > 0.1
+
+
+def test_for_configuration_rotates_about_the_coarse_axis() -> None:
+    s = AugmentSettings.for_configuration((0.7, 0.7, 5.0), "in-plane")
+    assert s.rotation_axes == (2,) and s.spacing == (0.7, 0.7, 5.0)
+    assert AugmentSettings.for_configuration((1.0, 1.0, 1.0), "3d").rotation_axes == (0, 1, 2)
+
+
+def test_rotation_acts_in_millimetres_on_anisotropic_voxels() -> None:
+    spacing = (1.0, 1.0, 2.0)
+    shape = (32, 32, 16)  # 32 x 32 x 32 mm
+    grid = np.stack(np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s
+                                  for n, s in zip(shape, spacing, strict=True)],
+                                indexing="ij"))
+    ball = (np.sqrt((grid**2).sum(0)) <= 10).astype(np.int64)  # a 10 mm ball
+    label = torch.from_numpy(ball)[None, None].repeat(4, 1, 1, 1, 1)
+    image = label.float()
+
+    def dice(result: torch.Tensor) -> float:
+        inter = (result[:, 0] * label[:, 0]).sum().item()
+        return 2 * inter / (result.sum().item() + label.sum().item())
+
+    physical = label.clone()
+    augment_batch_(image.clone(), physical, _rotate_only(spacing=spacing), seed=5)
+    voxel = label.clone()
+    augment_batch_(image.clone(), voxel, _rotate_only(), seed=5)
+    assert dice(physical) > 0.95  # a ball rotated in mm is the same ball
+    assert dice(voxel) < dice(physical) - 0.03  # rotated in voxel units it is distorted
+
+
+def test_contrast_and_gamma_use_each_channels_own_statistics() -> None:
+    g = torch.Generator().manual_seed(0)
+    flair = torch.randn(1, 12, 12, 12, generator=g)
+    t1c = 300 + 50 * torch.randn(1, 12, 12, 12, generator=g)  # another scale entirely
+    for step in ("contrast", "gamma"):
+        together = torch.cat([flair, t1c]).clone()
+        INTENSITY_STEPS[step](together, 1.3, g)
+        alone = flair.clone()
+        INTENSITY_STEPS[step](alone, 1.3, g)
+        torch.testing.assert_close(together[:1], alone)  # unaffected by the other channel
+        second = t1c.clone()
+        INTENSITY_STEPS[step](second, 1.3, g)
+        torch.testing.assert_close(together[1:], second)

@@ -10,7 +10,7 @@ import torch
 from medseg.sampling import AugmentSettings
 from medseg.train.api import TrainSettings, build_session
 from medseg.train.loop import Session
-from medseg.train.optim import OptimSettings
+from medseg.train.settings import OptimSettings
 from tests.sampling.synthetic import sphere_cases, sphere_plan
 
 FAST = TrainSettings(

@@ -11,9 +11,18 @@ import pytest
 import torch
 
 from medseg.core.errors import ConfigError
-from medseg.train.budget import PROVISIONAL_EPOCHS, fit_total_epochs
+from medseg.train.budget import (
+    MARGIN_FRACTION,
+    MARGIN_S,
+    RESERVE_FACTOR,
+    Timings,
+    may_step,
+    reserve_s,
+    schedule_fraction,
+    training_window_s,
+)
 from medseg.train.loss import build_loss, compute_loss
-from medseg.train.optim import OptimSettings, build_optimizer, poly_lr
+from medseg.train.optim import build_optimizer, poly_lr
 from medseg.train.splits import fold_cases, load_or_create_splits, make_splits
 from medseg.train.state import capture_rng, restore_rng
 from medseg.train.validation import dice_per_class
@@ -54,31 +63,52 @@ def test_poly_lr_values() -> None:
     assert poly_lr(0.01, 1.5) == 0.0
 
 
-def test_budget_fit_uses_measured_times() -> None:
-    assert fit_total_epochs(600, 0, [], [], 5) == PROVISIONAL_EPOCHS
-    # 2 epochs of 10 s done (25 s elapsed incl. setup): (600 - 25) / 10 = 57 more epochs
-    assert fit_total_epochs(600, 25, [12, 10], [], 5) == 2 + 57
-    # validations of 20 s every 5 epochs add 4 s per epoch and 20 s reserved at the end
-    assert fit_total_epochs(600, 25, [12, 10], [20], 5) == 2 + (600 - 25 - 20) // 14
-    assert fit_total_epochs(600, 25, [12, 10], [], 5, validation_guess_s=20) == 2 + 555 // 14
-    assert fit_total_epochs(60, 70, [35, 35], [], 5) == 2  # over budget: stop now
+def test_budget_reserves_the_final_validation_and_checkpoint() -> None:
+    measured = Timings(step_seconds=0.5, validation_seconds=[20.0, 30.0], save_seconds=[2.0])
+    reserve = RESERVE_FACTOR * (30.0 + 2.0) + MARGIN_FRACTION * 600 + MARGIN_S  # slowest
+    assert reserve_s(600, measured, validates=True) == pytest.approx(reserve)
+    assert training_window_s(600, measured, validates=True) == pytest.approx(600 - reserve)
+    # without validation cases nothing is reserved for validating
+    no_val = training_window_s(600, measured, validates=False)
+    assert no_val == pytest.approx(600 - RESERVE_FACTOR * 2.0 - MARGIN_FRACTION * 600 - MARGIN_S)
+    # before the first validation the guess stands in
+    guess = Timings(step_seconds=0.5, validation_guess_s=40.0)
+    assert reserve_s(600, guess, True) == pytest.approx(
+        RESERVE_FACTOR * (40.0 + 2.0) + MARGIN_FRACTION * 600 + MARGIN_S)  # save guess 2 s
+    assert training_window_s(10, Timings(validation_guess_s=60.0), True) == 0.0  # never < 0
 
 
-def test_changing_the_epoch_count_keeps_the_lr_continuous_and_decreasing() -> None:
-    from medseg.train.loop import Progress, change_total_epochs, lr_at
+def test_a_step_is_taken_only_if_it_ends_in_the_window() -> None:
+    assert may_step(99.0, 100.0, 1.0)
+    assert not may_step(99.5, 100.0, 1.0)
+    assert may_step(0.0, 100.0, None)  # the first step is always tried
+    assert schedule_fraction(50, 100) == 0.5 and schedule_fraction(150, 100) == 1.0
+    assert schedule_fraction(5, 0) == 1.0
+
+
+def test_budgeted_lr_follows_the_elapsed_fraction_and_reaches_zero() -> None:
+    from medseg.train.loop import Progress, lr_at
+
+    session = SimpleNamespace(sampler=SimpleNamespace(batches_per_epoch=10), initial_lr=1.0,
+                              val_cases=[], source=None, config={})
+    progress = Progress(total_epochs=1, budget_s=100.0, step_seconds=0.1)
+    window = training_window_s(100.0, Timings(step_seconds=0.1), validates=False)
+    lrs = []
+    for elapsed in np.linspace(0, 100, 41):
+        progress.elapsed_s = float(elapsed)
+        lrs.append(lr_at(session, progress, 0))
+    assert lrs[0] == 1.0 and all(b <= a for a, b in itertools.pairwise(lrs))
+    assert lrs[-1] == 0.0
+    progress.elapsed_s = window / 2
+    assert lr_at(session, progress, 0) == pytest.approx(poly_lr(1.0, 0.5))
+
+
+def test_epoch_lr_is_a_function_of_the_step() -> None:
+    from medseg.train.loop import Progress, lr_at
 
     session = SimpleNamespace(sampler=SimpleNamespace(batches_per_epoch=10), initial_lr=1.0)
-    progress = Progress(total_epochs=10)
-    lrs = []
-    for epoch, new_total in enumerate([10, 10, 10, 10, 10, 16, 16, 16, 12, 12, 12, 12]):
-        progress.epoch = epoch
-        change_total_epochs(session, progress, new_total)  # as fit() does after an epoch
-        lrs += [lr_at(session, progress, i) for i in range(10)]
-    assert all(b < a for a, b in itertools.pairwise(lrs))  # never jumps back up
-    assert max(abs(b - a) for a, b in itertools.pairwise(lrs)) < 0.05  # no cliffs
-    # re-anchored at epoch 8 (16 -> 12 epochs): 40 steps from lrs[80] down to zero
-    assert lrs[-1] == pytest.approx(poly_lr(lrs[80], 39 / 40))
-    assert lr_at(session, progress, 10) == 0.0  # ends at zero with the last epoch
+    progress = Progress(total_epochs=4, epoch=2)
+    assert lr_at(session, progress, 5) == pytest.approx(poly_lr(1.0, 25 / 40))
 
 
 def test_dice_per_class_hand_computed() -> None:
@@ -102,12 +132,13 @@ def test_loss_handles_deep_supervision_and_ignores_background_in_dice() -> None:
 
 def test_optimizers() -> None:
     params = [torch.nn.Parameter(torch.zeros(3))]
-    sgd = build_optimizer(params, OptimSettings())
+    sgd = build_optimizer(params, "sgd", 1e-2)
     assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["lr"] == 1e-2
-    adamw = build_optimizer(params, OptimSettings(name="adamw"))
-    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 1e-3
+    assert sgd.param_groups[0]["weight_decay"] == 3e-5
+    adamw = build_optimizer(params, "adamw", 2e-3)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 2e-3
     with pytest.raises(ValueError, match="adam"):
-        build_optimizer(params, OptimSettings(name="adam"))
+        build_optimizer(params, "adam", 1e-3)
 
 
 def test_rng_state_round_trip_is_weights_only_loadable(tmp_path) -> None:

@@ -1,0 +1,153 @@
+"""Fitting the plan to the device and budget, with injected step times."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from medseg.preprocess import Plan
+from medseg.preprocess.planning import plan_configuration
+from medseg.train.autoplan import (
+    STEPS_TARGET,
+    Budget,
+    cost,
+    expected_steps,
+    fit_plan,
+    ladder,
+)
+
+DEVICE = "cpu:test:2 threads"
+
+
+def reference_plan(spacing=(1.0, 1.0, 1.0), shape=(40, 56, 40)) -> Plan:
+    config = plan_configuration(list(spacing), list(shape), 1e8, memory_budget_gb=8.0)
+    return Plan(dataset_name="t", labels={0: "bg", 1: "a", 2: "b"}, channels={0: "MRI"},
+                target_spacing=spacing, normalization=({"scheme": "zscore_nonzero"},),
+                configurations={"3d": config},
+                auto={"median_shape": list(shape), "n_cases": 100})
+
+
+class Timer:
+    """Step time proportional to the compute of a configuration; counts calls."""
+
+    def __init__(self, seconds_per_unit: float) -> None:
+        self.rate, self.calls = seconds_per_unit, 0
+
+    def __call__(self, config) -> float:
+        self.calls += 1
+        return self.rate * cost(config)
+
+
+def fitted(plan: Plan, minutes: float | None, rate: float) -> tuple[Plan, Timer]:
+    timer = Timer(rate)
+    return fit_plan(plan, ["3d"], Budget(minutes, DEVICE, validation_cases=20), timer), timer
+
+
+def test_fast_device_keeps_the_reference_and_slow_one_gets_a_cheaper_network():
+    plan = reference_plan()
+    reference = plan.configuration("3d")
+    per_unit = 1e-13
+    fast, _ = fitted(plan, 15, rate=per_unit)
+    assert fast.configuration("3d").patch_size == reference.patch_size
+    assert fast.configuration("3d").filters == reference.filters
+    slow, timer = fitted(plan, 15, rate=per_unit * 1000)  # same data, a slower device
+    chosen = slow.configuration("3d")
+    assert cost(chosen) < cost(reference)
+    assert (chosen.filters, chosen.patch_size, chosen.batch_size) != \
+        (reference.filters, reference.patch_size, reference.batch_size)
+    # the choice is the most preferred candidate that reaches the step target
+    seconds = timer.rate * cost(chosen)
+    assert expected_steps(15, seconds) >= STEPS_TARGET
+    order = [c.key for c in ladder(reference)]
+    preferred = [c for c in ladder(reference)
+                 if order.index(c.key) < order.index(_key(chosen))]
+    assert all(expected_steps(15, timer.rate * cost(c.config)) < STEPS_TARGET
+               for c in preferred)
+    assert "steps" in chosen.reasons["network"] and DEVICE in chosen.reasons["network"]
+
+
+def _key(config) -> str:
+    patch = "x".join(str(p) for p in config.patch_size)
+    return f"w{config.filters[0]}-p{patch}-b{config.batch_size}-l{len(config.strides)}"
+
+
+def test_longer_budget_affords_a_bigger_network():
+    plan = reference_plan()
+    rate = 2e-11  # about this CPU's
+    short, _ = fitted(plan, 5, rate)
+    long, _ = fitted(plan, 120, rate)
+    assert cost(long.configuration("3d")) > cost(short.configuration("3d"))
+
+
+def test_no_budget_keeps_nnunet_reference_and_schedule_without_measuring():
+    plan = reference_plan()
+    result, timer = fitted(plan, None, rate=1.0)
+    config = result.configuration("3d")
+    assert timer.calls == 0
+    assert config.patch_size == plan.configuration("3d").patch_size
+    assert config.training.optimizer == "sgd" and config.training.iterations_per_epoch == 250
+
+
+def test_schedule_fits_the_budget():
+    plan = reference_plan()
+    result, _ = fitted(plan, 15, rate=2e-10)
+    config, t = result.configuration("3d"), result.configuration("3d").training
+    assert t.optimizer == "adamw"  # a few thousand steps: AdamW
+    steps = expected_steps(15, 2e-10 * cost(config))
+    assert 10 <= t.iterations_per_epoch <= 250
+    assert abs(steps / t.iterations_per_epoch - 20) < 5 or t.iterations_per_epoch in (10, 250)
+    assert {"training.optimizer", "training.validate_every", "training.mirror_tta",
+            "training.iterations_per_epoch", "network"} <= set(config.reasons)
+
+
+def test_measured_times_are_recorded_and_reused():
+    plan = reference_plan()
+    first, timer = fitted(plan, 15, rate=1e-9)
+    assert timer.calls > 0 and first.auto["measured"][DEVICE]
+    again = Timer(1e-9)
+    fit_plan(first, ["3d"], Budget(15, DEVICE, validation_cases=20), again)
+    assert again.calls == 0  # same device: the recorded step times are used
+
+
+def test_values_edited_in_plan_json_are_kept():
+    plan, _ = fitted(reference_plan(), 15, rate=1e-9)
+    config = plan.configuration("3d")
+    edited = replace(config, filters=tuple(f // 2 for f in config.filters),
+                     training=replace(config.training, learning_rate=0.05))
+    plan = plan.with_changes(configurations={"3d": edited})
+    refit, _ = fitted(plan, 60, rate=1e-9)  # another budget: the rest is chosen again
+    result = refit.configuration("3d")
+    assert result.filters == edited.filters and result.patch_size == edited.patch_size
+    assert result.training.learning_rate == 0.05
+    assert "kept as written" in result.reasons["network"]
+
+
+def test_hand_written_plan_is_kept_whole():
+    plan = reference_plan()
+    plan = plan.with_changes(auto={})  # not made by medseg's planning
+    result, _ = fitted(plan, 15, rate=1e-7)
+    assert result.configuration("3d").to_dict() == {
+        **plan.configuration("3d").to_dict(),
+        "reasons": result.configuration("3d").reasons}
+
+
+def test_anisotropic_reference_keeps_anisotropic_candidates():
+    plan = reference_plan(spacing=(0.8, 0.8, 4.0), shape=(256, 256, 40))
+    reference = plan.configuration("3d")
+    for c in ladder(reference):
+        assert c.config.kernel_sizes[0][2] == 1  # no convolution across the coarse slices
+        assert c.config.strides[1] == (2, 2, 1)
+
+
+@pytest.mark.parametrize("memory", [2.0, 4.0])
+def test_gpu_candidates_fit_the_memory(memory):
+    from medseg.preprocess.planning import training_bytes
+
+    reference = reference_plan(shape=(128, 128, 128)).configuration("3d")
+    for c in ladder(reference, memory_gb=memory)[1:]:
+        need = c.config.batch_size * training_bytes(c.config.patch_size, c.config.strides,
+                                                    c.config.filters)
+        assert need <= (memory - 1) * 1024**3
+    assert np.prod(ladder(reference)[0].config.patch_size) > 0
