@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def process_start() -> float:
+    """``time.perf_counter()`` at the start of this process (Linux: from /proc; elsewhere
+    now)."""
+    now = time.perf_counter()
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 (starttime), counted after the ")"
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return now
+    age = uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+    return now - max(0.0, min(age, 60.0))
+
+
 def run(args: argparse.Namespace) -> int:
     settings = replace(
         TrainSettings(), iterations_per_epoch=args.iterations_per_epoch,
@@ -71,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
         optim=OptimSettings(name=args.optimizer, lr=args.lr), precision=args.precision,
         fit_to_budget=not args.keep_plan,
     )
+    started = process_start()  # the budget covers the whole command, imports included
     with distributed(args.device) as dist:  # one process, or a rank under torchrun
         result = train_fold(args.run_dir, args.config, args.fold, epochs=args.epochs,
                             max_minutes=args.max_minutes, device=args.device,
-                            resume=args.resume, settings=settings, dist=dist)
+                            resume=args.resume, settings=settings, dist=dist,
+                            started=started)
     if not dist.is_main:
         return EXIT_OK
     dice = ", ".join(f"{k} {v:.4f}" for k, v in result.final_dice.items()) or "no validation"

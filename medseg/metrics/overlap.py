@@ -1,8 +1,8 @@
 """Voxel-overlap metrics of one class: Dice, IoU, precision, recall, and volumes in mL.
 
-Conventions (shared by every function here): when prediction and reference are both
-empty the scores are 1 (nothing to find, nothing wrongly found); when exactly one is empty
-they are 0.
+Conventions (``medseg.core.scoring``, shared with validation during training): when
+prediction and reference are both empty the scores are 1 (nothing to find, nothing wrongly
+found); when exactly one is empty they are 0.
 """
 
 from __future__ import annotations
@@ -11,19 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medseg.core.scoring import confusion_counts
+from medseg.core.scoring import ratio as _ratio
+
 MM3_PER_ML = 1000.0
-
-
-def confusion_counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
-    """True-positive, false-positive and false-negative voxel counts of two boolean masks."""
-    tp = int(np.count_nonzero(pred & ref))
-    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(ref)) - tp
-
-
-def _ratio(numerator: float, denominator: float, both_empty: bool) -> float:
-    if both_empty:
-        return 1.0
-    return float(numerator / denominator) if denominator else 0.0
 
 
 def overlap_scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:

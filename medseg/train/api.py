@@ -245,7 +245,7 @@ def train_fold(
     run_dir: str | Path, config: str = "3d", fold: int | str = 0, epochs: int | None = None,
     max_minutes: float | None = None, device: str = "auto", resume: bool = False,
     settings: TrainSettings | None = None, dist: DistContext = SINGLE_PROCESS,
-    timer: StepTimer | None = None,
+    timer: StepTimer | None = None, started: float | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``fold`` (an int or ``"all"``) of the run folder ``run_dir``.
 
@@ -255,9 +255,10 @@ def train_fold(
     training, validation and checkpoints); ``resume`` continues from
     ``checkpoint_last.pt`` with its saved schedule. ``dist`` (from
     :func:`medseg.train.distributed.init_distributed`) trains data-parallel under torchrun.
-    ``timer`` replaces the step-time measurement (tests).
+    ``timer`` replaces the step-time measurement (tests); ``started`` (a
+    ``time.perf_counter()`` value, default now) is when the budget began.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     check_launch(dist)
     initial_progress(epochs, max_minutes)  # reject bad lengths before any work
     run_dir = Path(run_dir)

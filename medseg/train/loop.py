@@ -302,6 +302,7 @@ def epoch_row(session: Session, progress: Progress, loss: float,
     """One metrics.csv row (plain floats, NaN where not validated)."""
     row: dict[str, Any] = {
         "epoch": progress.epoch, "total_epochs": progress.total_epochs,
+        "steps": progress.steps,
         "lr": session.optimizer.param_groups[0]["lr"], "train_loss": loss,
         "epoch_seconds": progress.epoch_seconds[-1], "elapsed_seconds": progress.elapsed_s,
     }

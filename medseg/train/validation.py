@@ -11,22 +11,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.core.scoring import dice
 from medseg.inference.sliding_window import predict_probabilities
 from medseg.sampling.loader import PatchSource
 
 
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int,
                    partial_labels: bool = False) -> list[float]:
-    """Dice of classes ``1..n_classes-1`` between two label maps; NaN when a class is absent
-    from both or, with ``partial_labels``, from the reference (not annotated there)."""
-    scores = []
-    for k in range(1, n_classes):
-        p, t = pred == k, truth == k
-        n_truth = int(t.sum())
-        denom = int(p.sum()) + n_truth
-        unscored = denom == 0 or (partial_labels and n_truth == 0)
-        scores.append(float("nan") if unscored else 2.0 * int((p & t).sum()) / denom)
-    return scores
+    """Dice of classes ``1..n_classes-1`` between two label maps, with the conventions of
+    :mod:`medseg.core.scoring` (as evaluation): 1 when a class is absent from both, NaN
+    with ``partial_labels`` when it is absent from the reference (not annotated there)."""
+    return [dice(pred == k, truth == k, partial_labels) for k in range(1, n_classes)]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def _ingest(ctx: StageContext) -> StageResult:
 
 
 def _plan(ctx: StageContext) -> StageResult:
-    budget = int(ctx.config.plan.memory_budget_gb)  # 8.0 and 8.4 give the same plan
+    budget = int(ctx.config.plan.memory_budget_gb or 8)  # 8.0 and 8.4 give the same plan
     (ctx.run_dir / "plan.json").write_text(json.dumps({"batch": budget}))
     return StageResult(("plan.json",))
 

@@ -87,7 +87,7 @@ def test_time_budget_is_hard_even_when_an_epoch_is_longer(tmp_path) -> None:
     ckpt = load_checkpoint(s.fold_dir / "checkpoint_last.pt")
     assert ckpt["epoch"] == 1 and result.final_dice  # validated and saved at the end
     rows = list(csv.DictReader((s.fold_dir / "metrics.csv").open()))
-    assert float(rows[-1]["lr"]) < 0.2 * 1e-2  # the schedule decayed to (near) zero
+    assert float(rows[-1]["lr"]) < 0.5 * 1e-2  # the schedule decayed towards zero
 
 
 def test_fold_all_trains_without_validation(tmp_path) -> None:

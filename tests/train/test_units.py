@@ -90,9 +90,11 @@ def test_budgeted_lr_follows_the_elapsed_fraction_and_reaches_zero() -> None:
     from medseg.train.loop import Progress, lr_at
 
     session = SimpleNamespace(sampler=SimpleNamespace(batches_per_epoch=10), initial_lr=1.0,
-                              val_cases=[], source=None, config={})
+                              val_cases=[], source=None, config={}, model=torch.nn.Linear(1, 1))
     progress = Progress(total_epochs=1, budget_s=100.0, step_seconds=0.1)
-    window = training_window_s(100.0, Timings(step_seconds=0.1), validates=False)
+    save_guess = 1.0 + 3 * 4 * 2 / 100e6  # checkpoint of a 2-parameter model
+    window = training_window_s(100.0, Timings(step_seconds=0.1, save_guess_s=save_guess),
+                               validates=False)
     lrs = []
     for elapsed in np.linspace(0, 100, 41):
         progress.elapsed_s = float(elapsed)
@@ -116,7 +118,10 @@ def test_dice_per_class_hand_computed() -> None:
     pred = np.array([0, 1, 1, 0, 2, 0, 2, 0])
     d1, d2, d3 = dice_per_class(pred, truth, 4)
     assert d1 == pytest.approx(2 * 2 / (2 + 3)) and d2 == pytest.approx(2 * 1 / (2 + 2))
-    assert np.isnan(d3)
+    assert d3 == 1.0  # absent from both: nothing missed (as in evaluation)
+    no_two = np.where(truth == 2, 0, truth)
+    assert dice_per_class(pred, no_two, 4)[1] == 0.0  # predicted but not in the reference
+    assert np.isnan(dice_per_class(pred, no_two, 4, partial_labels=True)[1])  # not annotated
 
 
 def test_loss_handles_deep_supervision_and_ignores_background_in_dice() -> None:
