@@ -130,7 +130,7 @@ def main() -> None:
     seconds["train"] = medseg(*train, log=log)
     seconds["predict"] = medseg("predict", "-m", str(run), "-i", str(images), "-o", str(pred),
                                 log=log)
-    fold = run / "train" / "3d" / "fold_0"
+    fold = next((run / "train" / "3d").glob("fold_*"))  # fold "auto": 0, or all when tiny
     plan = json.loads((fold / "plan.json").read_text())
     evaluate = ["evaluate", str(pred), str(labels), "-o", str(report), "--qc-cases", "0"]
     if plan.get("partial_labels"):

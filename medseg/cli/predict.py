@@ -54,8 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="test-time mirroring (default: the plan's choice, on where this "
                              "kind of device predicts a median case with it within a minute)")
-    parser.add_argument("--overlap", type=float, default=0.5,
-                        help="sliding-window overlap in [0, 1) (default 0.5)")
+    parser.add_argument("--overlap", type=float, default=InferenceSettings.overlap,
+                        help="sliding-window overlap in [0, 1) "
+                             f"(default {InferenceSettings.overlap:g})")
     parser.add_argument("--batch-size", type=int,
                         help="windows per forward pass (default: 2 for 3D, the plan's for 2D)")
     parser.add_argument("--no-amp", action="store_true",

@@ -12,17 +12,22 @@ from medseg.core.errors import EXIT_OK
 from medseg.models.runtime import PRECISIONS
 from medseg.train.api import train_fold
 from medseg.train.distributed import distributed
-from medseg.train.settings import OptimSettings, TrainSettings
+from medseg.train.settings import (
+    DEFAULT_FOLD,
+    MIN_CASES_TO_VALIDATE,
+    OptimSettings,
+    TrainSettings,
+)
 
 
 def _fold(value: str) -> int | str:
-    if value == "all":
+    if value in ("all", "auto"):
         return value
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"fold must be an integer or 'all', got {value!r}"
-                                         ) from None
+        raise argparse.ArgumentTypeError(
+            f"fold must be an integer, 'all' or 'auto', got {value!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dir", type=Path, help="run folder with plan.json and a cache")
     parser.add_argument("--config", default="3d", help="plan configuration (3d or 2d)")
-    parser.add_argument("--fold", type=_fold, default=0, help="fold index, or 'all'")
+    parser.add_argument("--fold", type=_fold, default=DEFAULT_FOLD,
+                        help="fold index, 'all' (every case, no validation) or 'auto' "
+                             f"(default: fold 0, or 'all' below {MIN_CASES_TO_VALIDATE} "
+                             "labelled cases)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None, help="number of epochs")
     length.add_argument("--max-minutes", type=float, default=None,

@@ -20,7 +20,9 @@ import yaml
 
 import medseg
 from medseg.core.errors import ConfigError
-from medseg.train.settings import TrainSettings
+from medseg.inference.predictor import InferenceSettings
+from medseg.metrics.evaluate import DEFAULT_NSD_TOLERANCE_MM
+from medseg.train.settings import DEFAULT_FOLD, MIN_CASES_TO_VALIDATE, TrainSettings
 from medseg.pipeline.schema import (
     Source,
     build,
@@ -72,13 +74,13 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Changes to one planned network configuration (e.g. a smaller network for CPUs)."""
+    """Hand-set network sizes for one configuration (kept as set, not fitted)."""
 
     filters: tuple[int, ...] | None = field(default=None, metadata=doc(
-        "Feature maps per resolution level, one per level of the plan (null: planned; "
-        "16-32-64-128 is ~4x faster than the planned 32-... on CPU).", check=positive))
+        "Feature maps per resolution level, one per level of the plan (null: chosen for the "
+        "device and budget when training starts).", check=positive))
     batch_size: int | None = field(default=None, metadata=doc(
-        "Patches per batch (null: planned).", check=positive))
+        "Patches per batch (null: chosen for the device and budget).", check=positive))
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,10 @@ class TrainConfig:
 
     configuration: Literal["3d", "2d"] = field(default="3d", metadata=doc(
         "Plan configuration to train."))
-    folds: tuple[int | Literal["all"], ...] = field(default=(0,), metadata=doc(
-        "Folds to train: cross-validation fold indices, or 'all' (every training case)."))
+    folds: tuple[int | Literal["all", "auto"], ...] = field(default=(DEFAULT_FOLD,),
+                                                             metadata=doc(
+        "Folds to train: cross-validation fold indices, 'all' (every training case, no "
+        f"validation), or 'auto' (fold 0; 'all' below {MIN_CASES_TO_VALIDATE} cases)."))
     num_folds: int = field(default=TRAIN.n_folds, metadata=doc(
         "Number of cross-validation folds in splits.json.", check=in_range(2, 100)))
     epochs: int | None = field(default=None, metadata=doc(
@@ -165,7 +169,7 @@ class PredictConfig:
     tta: bool | None = field(default=None, metadata=doc(
         "Test-time mirroring (null: the plan's choice, on where the device predicts a "
         "median case with it within a minute)."))
-    overlap: float = field(default=0.5, metadata=doc(
+    overlap: float = field(default=InferenceSettings.overlap, metadata=doc(
         "Sliding-window overlap.", check=in_range(0, 1, hi_open=True)))
     device: Device = field(default="auto", metadata=doc("Prediction device.", hashed=False))
 
@@ -174,7 +178,7 @@ class PredictConfig:
 class EvaluateConfig:
     """Evaluation of the held-out predictions against their labels."""
 
-    nsd_tolerance_mm: float = field(default=1.0, metadata=doc(
+    nsd_tolerance_mm: float = field(default=DEFAULT_NSD_TOLERANCE_MM, metadata=doc(
         "Tolerance of the normalized surface Dice, in mm.", check=positive))
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict, metadata=doc(
         "Unions of labels scored as well, name -> label values (BraTS: whole_tumour: "

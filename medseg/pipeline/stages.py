@@ -40,6 +40,7 @@ from medseg.pipeline.runner import Stage, StageContext, StageResult
 from medseg.preprocess import Plan, compute_fingerprint, plan_dataset, preprocess_dataset
 from medseg.train import OptimSettings, TrainSettings, train_fold
 from medseg.train.api import plan_for_device, planning_memory_gb
+from medseg.train.settings import resolve_fold
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def predict(ctx: StageContext) -> StageResult:
     ``predict.inputs``, from their source files onto their own grids."""
     cfg = ctx.config.predict
     predictor = Predictor.load(
-        ctx.run_dir, folds=list(ctx.config.train.folds), config=ctx.config.train.configuration,
+        ctx.run_dir, folds=trained_folds(ctx), config=ctx.config.train.configuration,
         device=cfg.device, settings=InferenceSettings(overlap=cfg.overlap, tta=cfg.tta))
     log.info("predicting with %s", predictor.describe())
     _, held_out = split_dataset(ctx.run_dir)
@@ -232,7 +233,7 @@ def evaluate(ctx: StageContext) -> StageResult:
         nsd_tolerance=ctx.config.evaluate.nsd_tolerance_mm,
         images_dir=ctx.run_dir / REFERENCE_DIR / "images",
         regions=ctx.config.evaluate.regions, partial_labels=plan_.partial_labels,
-        case_roles=case_roles(ctx.run_dir, ctx.config.train.folds, held_out))
+        case_roles=case_roles(ctx.run_dir, trained_folds(ctx), held_out))
     if not result.complete:
         raise DatasetError(f"evaluation incomplete: failed {result.failed}, missing "
                            f"{list(result.missing_predictions)}", ctx.run_dir / EVALUATION_DIR)
@@ -240,6 +241,12 @@ def evaluate(ctx: StageContext) -> StageResult:
                      for name, stats in result.summary["per_class"].items())
     return StageResult((f"{EVALUATION_DIR}/summary.json", f"{EVALUATION_DIR}/per_case.csv"),
                        f"mean Dice {dice}")
+
+
+def trained_folds(ctx: StageContext) -> list[int | str]:
+    """The configured folds, with "auto" resolved as training resolved it."""
+    train_set, _ = split_dataset(ctx.run_dir)
+    return [resolve_fold(f, len(train_set.cases)) for f in ctx.config.train.folds]
 
 
 def case_roles(run_dir: Path, folds: Sequence[int | str], held_out: Sequence[Case]

@@ -61,12 +61,16 @@ def plan_dataset(
             memory_budget_gb, slice_axis=slice_axis),
     }
     partial, reason = partial_labels_choice(dataset, fingerprint, partial_labels)
+    auto: dict[str, Any] = {"partial_labels": reason,
+                            "median_shape": [round(v, 1) for v in shape],
+                            "n_cases": fingerprint.n_cases, "memory_gb": memory_budget_gb}
+    for name, config in configurations.items():  # a later edit differs from "chosen"
+        chosen = {k: v for k, v in config.to_dict().items() if k != "reasons"}
+        auto[name] = {"reference": config.to_dict(), "chosen": chosen}
     return Plan(
         dataset_name=dataset.name, labels=dict(dataset.labels), channels=dict(dataset.channels),
         target_spacing=tuple(spacing), normalization=normalization_schemes(dataset, fingerprint),
-        configurations=configurations, partial_labels=partial,
-        auto={"partial_labels": reason, "median_shape": [round(v, 1) for v in shape],
-              "n_cases": fingerprint.n_cases, "memory_gb": memory_budget_gb},
+        configurations=configurations, partial_labels=partial, auto=auto,
     )
 
 

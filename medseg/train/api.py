@@ -38,7 +38,13 @@ from medseg.train.distributed import SINGLE_PROCESS, DistContext, check_launch
 from medseg.train.loop import Progress, Session, fit, restore
 from medseg.train.loss import build_loss
 from medseg.train.optim import build_optimizer
-from medseg.train.settings import DEFAULT_EPOCHS, DEFAULT_FOLDS, TrainSettings
+from medseg.train.settings import (
+    DEFAULT_EPOCHS,
+    DEFAULT_FOLD,
+    DEFAULT_FOLDS,
+    TrainSettings,
+    resolve_fold,
+)
 from medseg.train.splits import fold_cases, load_or_create_splits
 from medseg.train.steptime import StepTimer, device_timer
 
@@ -242,12 +248,14 @@ def plan_for_device(plan: Plan, device: str = "auto", max_minutes: float | None 
 
 
 def train_fold(
-    run_dir: str | Path, config: str = "3d", fold: int | str = 0, epochs: int | None = None,
+    run_dir: str | Path, config: str = "3d", fold: int | str = DEFAULT_FOLD,
+    epochs: int | None = None,
     max_minutes: float | None = None, device: str = "auto", resume: bool = False,
     settings: TrainSettings | None = None, dist: DistContext = SINGLE_PROCESS,
     timer: StepTimer | None = None, started: float | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``fold`` (an int or ``"all"``) of the run folder ``run_dir``.
+    """Train ``config`` on ``fold`` (an int, ``"all"``, or ``"auto"``: fold 0, or every case
+    for datasets too small to keep a validation fold) of the run folder ``run_dir``.
 
     Reads ``RUN/plan.json`` and the preprocessed cache, writes ``RUN/splits.json`` once and
     ``RUN/train/<config>/fold_<k>/`` (plan.json, checkpoints, metrics.csv, progress.png,
@@ -271,6 +279,8 @@ def train_fold(
     labelled = [c for c in cache.case_ids if cache.label(c) is not None]
     if not labelled:
         raise DatasetError("the preprocessed cache has no labelled cases", cache.folder)
+    if fold != (fold := resolve_fold(fold, len(labelled))):
+        log.info("fold auto: %s (%d labelled cases)", fold, len(labelled))
     out = fold_dir(run_dir, config, fold)
     _, val_cases = split_cases(run_dir, labelled, fold, settings, dist)
     plan = fold_plan(plan, config, out, dev, max_minutes, len(val_cases), resume, settings,

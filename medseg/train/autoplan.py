@@ -13,7 +13,7 @@ configurations derived from the reference, in order of preference:
 3. 16 base filters, patches down to 1/2 of the reference per axis;
 4. 8 base filters, patches down to 1/2 of the reference per axis;
 
-each with the reference batch size and then the minimum of 2. It takes the first one
+each with the reference batch size and then halvings of it down to 2. It takes the first one
 expected to reach :data:`STEPS_TARGET` optimiser steps in the budget (the cheapest when
 none does, with a warning in its reason). Context (patch) is given up last because it
 matters most for accuracy; width before it. Then the training schedule is fitted to the
@@ -134,8 +134,7 @@ def ladder(reference: Configuration, memory_gb: float | None = None) -> list[Can
     and, with ``memory_gb``, only those whose activations fit."""
     out: list[Candidate] = [Candidate(reference.filters[0], reference)]
     seen = {out[0].key}
-    batches = sorted({reference.batch_size, min(MIN_BATCH, reference.batch_size)},
-                     reverse=True)
+    batches = _batches(reference.batch_size)
     for width, floor in WIDTHS:
         for patch in _patches(reference, floor):
             for batch in batches:
@@ -144,6 +143,16 @@ def ladder(reference: Configuration, memory_gb: float | None = None) -> list[Can
                     continue
                 seen.add(c.key)
                 out.append(c)
+    return out
+
+
+def _batches(reference: int) -> list[int]:
+    """The reference batch, then halvings down to the minimum of 2 (largest first)."""
+    out = [reference]
+    while out[-1] // 2 >= MIN_BATCH:
+        out.append(out[-1] // 2)
+    if out[-1] > MIN_BATCH:
+        out.append(MIN_BATCH)
     return out
 
 
@@ -211,7 +220,7 @@ def choose(ladder_: Sequence[Candidate], times: StepTimes, minutes: float
     times.measure(min(ladder_, key=lambda c: cost(c.config)))  # calibrates the estimates
     for rank, c in enumerate(ladder_):
         estimate = times.estimate(c)
-        if estimate is not None and estimate > 2.0 * allowed:
+        if estimate is not None and estimate > 3.0 * allowed:
             continue
         seconds = times.measure(c)
         if seconds <= allowed:
@@ -292,12 +301,9 @@ def fit_configuration(plan: Plan, name: str, budget: Budget, timer: StepTimer,
     current = plan.configuration(name)
     auto = plan.auto.get(name, {})
     reference = Configuration.from_dict(auto["reference"]) if "reference" in auto else current
-    if "chosen" in auto:
-        pinned = pinned_fields(current, auto["chosen"])
-    elif "median_shape" in plan.auto:  # planned by medseg and not fitted yet
-        pinned = set()
-    else:  # a plan written by hand: every value as written
-        pinned = pinned_fields(current, None)
+    # a value that differs from the automatic choice was set by hand; a plan written by
+    # hand (nothing recorded) is kept whole
+    pinned = pinned_fields(current, auto.get("chosen"))
     times = StepTimes(timer, measured)
     reasons: dict[str, str] = {k: v for k, v in current.reasons.items()
                                if k.startswith("training.rotation")}
@@ -313,9 +319,7 @@ def fit_configuration(plan: Plan, name: str, budget: Budget, timer: StepTimer,
     else:
         pick, step, why = choose(ladder(reference, budget.memory_gb), times, budget.minutes)
         chosen, reasons["network"] = pick.config, f"{why} on {budget.device}"
-    median = plan.auto.get("median_shape", list(chosen.patch_size))
-    if chosen.spatial_dims == 2:
-        median = [m for a, m in enumerate(median) if a != chosen.slice_axis]
+    median = plan.auto.get("median_shape", list(_patch_3d(chosen)))
     schedule, why_schedule = fit_schedule(chosen, budget.minutes, step, median,
                                           budget.validation_cases)
     training = _keep_pinned(current.training, schedule, pinned)
@@ -325,6 +329,14 @@ def fit_configuration(plan: Plan, name: str, budget: Budget, timer: StepTimer,
     fitted = replace(chosen, training=training, reasons=reasons)
     fitted.check()
     return fitted, times.known
+
+
+def _patch_3d(config: Configuration) -> tuple[int, ...]:
+    """The 3D box a configuration's window covers (size 1 along a 2D slice axis)."""
+    patch = list(config.patch_size)
+    if config.slice_axis is not None:
+        patch.insert(config.slice_axis, 1)
+    return tuple(patch)
 
 
 def _keep_pinned(current: TrainingPlan, fitted: TrainingPlan, pinned: set[str]

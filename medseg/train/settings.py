@@ -18,6 +18,19 @@ DEFAULT_SEED = 12345
 DEFAULT_FOLDS = 5
 #: nnU-Net's epoch count, used when neither epochs nor a time budget is given.
 DEFAULT_EPOCHS = 1000
+#: "auto": fold 0 of the cross-validation splits, or every case ("all") when there are
+#: fewer than MIN_CASES_TO_VALIDATE labelled cases (a validation fold would take too much
+#: of the little training data, and one or two cases select checkpoints no better than
+#: the end of the schedule).
+DEFAULT_FOLD = "auto"
+MIN_CASES_TO_VALIDATE = 10
+
+
+def resolve_fold(fold: int | str, n_cases: int) -> int | str:
+    """The fold ``"auto"`` stands for with ``n_cases`` labelled cases (others unchanged)."""
+    if fold != "auto":
+        return fold
+    return 0 if n_cases >= MIN_CASES_TO_VALIDATE else "all"
 
 
 @dataclass(frozen=True)

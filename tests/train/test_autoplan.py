@@ -23,10 +23,12 @@ DEVICE = "cpu:test:2 threads"
 
 def reference_plan(spacing=(1.0, 1.0, 1.0), shape=(40, 56, 40)) -> Plan:
     config = plan_configuration(list(spacing), list(shape), 1e8, memory_budget_gb=8.0)
+    chosen = {k: v for k, v in config.to_dict().items() if k != "reasons"}
     return Plan(dataset_name="t", labels={0: "bg", 1: "a", 2: "b"}, channels={0: "MRI"},
                 target_spacing=spacing, normalization=({"scheme": "zscore_nonzero"},),
                 configurations={"3d": config},
-                auto={"median_shape": list(shape), "n_cases": 100})
+                auto={"median_shape": list(shape), "n_cases": 100,  # as plan_dataset records
+                      "3d": {"reference": config.to_dict(), "chosen": chosen}})
 
 
 class Timer:

@@ -92,3 +92,26 @@ def test_resume_after_kill_9_ends_like_an_uninterrupted_run(run_dir) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6] and killed_at < 6
     expected = [poly_lr(1e-2, (e * 4 + 3) / 24) for e in range(6)]  # LR of each last step
     assert [float(r["lr"]) for r in rows] == pytest.approx(expected)
+
+
+def test_train_fits_the_plan_to_the_measured_device_and_keeps_it_on_resume(tmp_path):
+    dataset = load_dataset(write_decathlon(tmp_path / "data", n_cases=6, n_test=0))
+    run = tmp_path / "run"
+    plan_run(dataset, run, workers=1, progress=False)  # the nnU-Net reference, untouched
+    preprocess_run(run, workers=1, progress=False)
+    from medseg.train.autoplan import cost
+
+    def slow(config):  # a device on which only small networks get enough steps
+        return 5e-9 * cost(config)
+
+    result = train_fold(run, fold=0, max_minutes=0.25, device="cpu", timer=slow)
+    fitted = Plan.load(result.fold_dir / "plan.json").configuration("3d")
+    reference = Plan.load(run / "plan.json").configuration("3d")
+    assert cost(fitted) < cost(reference)
+    assert "s/step" in fitted.reasons["network"] and fitted.training.optimizer == "adamw"
+    ckpt = load_checkpoint(result.checkpoint_last)
+    assert ckpt["plan"]["configurations"]["3d"]["filters"] == list(fitted.filters)
+    # resuming keeps the fold's plan, whatever the device now measures
+    resumed = train_fold(run, fold=0, max_minutes=0.25, device="cpu", resume=True,
+                         timer=lambda config: 1e-15 * cost(config))
+    assert Plan.load(resumed.fold_dir / "plan.json").configuration("3d") == fitted

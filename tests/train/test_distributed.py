@@ -175,7 +175,8 @@ def test_torchrun_two_ranks_keep_a_time_budget_shorter_than_an_epoch(tmp_path: P
     wall = time.monotonic() - start
     logs = rank_logs(tmp_path / "logs")
     assert "trained 3d fold 0: 1 epochs" in output + logs[0]  # cut short inside epoch 1
-    # each rank counts from its own process start; torchrun's launcher adds a few seconds
-    assert wall <= 1.05 * budget_s + 6, wall
+    # each rank counts from its own process start; torchrun's launcher (its own start-up and
+    # the ranks' teardown) adds seconds outside the ranks' budget
+    assert wall <= 1.05 * budget_s + 10, wall
     rows = metrics(run / "train" / "3d" / "fold_0")
     assert len(rows) == 1 and float(rows[0]["elapsed_seconds"]) <= 1.05 * budget_s

@@ -154,3 +154,11 @@ def test_rng_state_round_trip_is_weights_only_loadable(tmp_path) -> None:
     torch.testing.assert_close(torch.rand(3), expected[0])
     np.testing.assert_array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
+
+
+def test_auto_fold_validates_only_when_there_are_enough_cases() -> None:
+    from medseg.train.settings import MIN_CASES_TO_VALIDATE, resolve_fold
+
+    assert resolve_fold("auto", MIN_CASES_TO_VALIDATE) == 0
+    assert resolve_fold("auto", MIN_CASES_TO_VALIDATE - 1) == "all"  # e.g. 3 BraTS cases
+    assert resolve_fold(3, 4) == 3 and resolve_fold("all", 100) == "all"
