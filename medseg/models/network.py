@@ -13,6 +13,8 @@ from medseg.core.errors import ConfigError
 #: Deep-supervision heads below the full-resolution output (nnU-Net uses all but the two
 #: lowest resolutions; two extra heads cover the useful ones for 3-5 level networks).
 MAX_DEEP_SUPERVISION_HEADS = 2
+#: DynUNet needs an input block, at least one downsampling block and a bottleneck.
+MIN_LEVELS = 3
 
 
 class PlanLike(Protocol):
@@ -55,9 +57,10 @@ def build_network(plan: PlanLike, config_name: str) -> nn.Module:
     kernels = [list(k) for k in config["kernel_sizes"]]
     strides = [list(s) for s in config["strides"]]
     dims = len(config["patch_size"])
-    if len(strides) < 3:
-        raise ConfigError(f"configuration {config_name!r}: DynUNet needs at least 3 levels "
-                          f"(kernel_sizes/strides entries), got {len(strides)}")
+    if len(strides) < MIN_LEVELS:
+        raise ConfigError(f"configuration {config_name!r}: DynUNet needs at least "
+                          f"{MIN_LEVELS} levels (kernel_sizes/strides entries), got "
+                          f"{len(strides)}")
     if len(kernels) != len(strides) or any(len(k) != dims for k in kernels + strides):
         raise ConfigError(
             f"configuration {config_name!r}: kernel_sizes and strides must be lists of the same "

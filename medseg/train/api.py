@@ -31,6 +31,7 @@ from medseg.sampling.loader import (
     PatchBatches,
     PatchSource,
     SamplerSettings,
+    close_loader,
     make_loader,
 )
 from medseg.train.autoplan import Budget, describe, fit_plan
@@ -192,7 +193,10 @@ def train_session(
         progress = initial_progress(epochs, max_minutes)
     progress.elapsed_s += time.perf_counter() - started  # setup counts against the budget
     session.fold_dir.mkdir(parents=True, exist_ok=True)
-    progress = fit(session, progress)
+    try:
+        progress = fit(session, progress)
+    finally:
+        close_loader(session.loader)
     final = next((r for r in reversed(progress.rows) if r["dice_mean"] == r["dice_mean"]), None)
     dice = {n: final[f"dice_{n}"] for n in session.class_names} if final else {}
     log.info("trained %s fold %s: %d epochs (%d steps) in %.0fs, best Dice %.4f",

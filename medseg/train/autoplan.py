@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from medseg.inference.sliding_window import count_windows
+from medseg.models.network import MIN_LEVELS
 from medseg.preprocess.plan import Configuration, Plan, TrainingPlan
 from medseg.preprocess.planning import (
     MAX_FILTERS,
@@ -139,7 +140,8 @@ def ladder(reference: Configuration, memory_gb: float | None = None) -> list[Can
         for patch in _patches(reference, floor):
             for batch in batches:
                 c = candidate(reference, width, patch, batch)
-                if c.key in seen or not _fits(c.config, memory_gb):
+                if c.key in seen or len(c.config.strides) < MIN_LEVELS or \
+                        not _fits(c.config, memory_gb):
                     continue
                 seen.add(c.key)
                 out.append(c)
