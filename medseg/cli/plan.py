@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f"plan for {plan.dataset_name}: target spacing {list(plan.target_spacing)} mm, "
           f"normalization {[n['scheme'] for n in plan.normalization]}, partial labels "
-          f"{'on' if plan.partial_labels else 'off'} ({plan.auto.get('partial_labels')})")
+          f"{'on' if plan.partial_labels else 'off'}")
+    for field, why in {**plan.auto.get("reasons", {}),
+                       "partial_labels": plan.auto.get("partial_labels", "")}.items():
+        print(f"  {field}: {why}")
     budget = (f"a {args.max_minutes:g}-minute budget" if args.max_minutes
               else "no time budget (`medseg train --max-minutes N` fits it to N minutes)")
     print(f"networks for {plan.auto.get('device')} and {budget}:")

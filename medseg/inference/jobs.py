@@ -3,7 +3,8 @@ named jobs, one per output.
 
 Naming: a NIfTI input keeps its file name; other files use their stem; a DICOM series is
 named after its folder when it has the folder to itself, else folder + series
-description; multi-channel cases (``<case>_0000.nii.gz``, ...) after the shared prefix.
+description; multi-channel cases (``<case>_0000.nii.gz``, ...) after the shared prefix, and
+so is a one-channel ``<case>_0000.nii.gz`` (nnU-Net's naming).
 Names are made unique within a batch.
 """
 
@@ -122,7 +123,11 @@ def _file_jobs(files: Sequence[Path], n_channels: int) -> list[Job]:
 
 
 def _single_file_job(path: Path) -> Job:
+    """A one-channel case; ``<case>_0000.nii.gz`` (nnU-Net's channel naming) is ``<case>``."""
     name = strip_suffix(path.name)
+    match = _CHANNEL_SUFFIX.match(name)
+    if match and match["channel"] == "0000":
+        return Job(safe_name(match["case"]), Case(match["case"], (path,), None))
     keep = path.name if path.name.lower().endswith(NIFTI_SUFFIXES) else None
     return Job(name, Case(name, (path,), None), keep_file_name=keep)
 

@@ -61,17 +61,42 @@ def plan_dataset(
             memory_budget_gb, slice_axis=slice_axis),
     }
     partial, reason = partial_labels_choice(dataset, fingerprint, partial_labels)
-    auto: dict[str, Any] = {"partial_labels": reason,
-                            "median_shape": [round(v, 1) for v in shape],
-                            "n_cases": fingerprint.n_cases, "memory_gb": memory_budget_gb}
+    normalization = normalization_schemes(dataset, fingerprint)
+    auto: dict[str, Any] = {"median_shape": [round(v, 1) for v in shape],
+                            "n_cases": fingerprint.n_cases, "memory_gb": memory_budget_gb,
+                            "partial_labels": reason,
+                            "reasons": preprocessing_reasons(fingerprint, spacing,
+                                                             normalization)}
     for name, config in configurations.items():  # a later edit differs from "chosen"
         chosen = {k: v for k, v in config.to_dict().items() if k != "reasons"}
         auto[name] = {"reference": config.to_dict(), "chosen": chosen}
     return Plan(
         dataset_name=dataset.name, labels=dict(dataset.labels), channels=dict(dataset.channels),
-        target_spacing=tuple(spacing), normalization=normalization_schemes(dataset, fingerprint),
+        target_spacing=tuple(spacing), normalization=normalization,
         configurations=configurations, partial_labels=partial, auto=auto,
     )
+
+
+def preprocessing_reasons(fingerprint: Fingerprint, spacing: Sequence[float],
+                          normalization: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Why the target spacing and each channel's normalization were chosen."""
+    median = [round(v, 4) for v in fingerprint.median_spacing]
+    axis = anisotropic_axis(median)
+    why_spacing = f"median spacing of {fingerprint.n_cases} cases {median} mm"
+    if list(spacing) != median and axis is not None:
+        why_spacing += (f"; axis {axis} is anisotropic with few slices: its 10th percentile "
+                        f"spacing {spacing[axis]:g} mm, as nnU-Net")
+    reasons = {"target_spacing": why_spacing}
+    for c, scheme in enumerate(normalization):
+        if scheme["scheme"] == "ct":
+            reasons[f"normalization.{c}"] = (
+                f"CT: clip to the foreground's 0.5-99.5 percentiles [{scheme['clip'][0]:g}, "
+                f"{scheme['clip'][1]:g}], z-score with the dataset's foreground mean "
+                f"{scheme['mean']:.1f} and std {scheme['std']:.1f} (nnU-Net)")
+        else:
+            reasons[f"normalization.{c}"] = ("not CT: z-score each image inside its non-zero "
+                                             "voxels, channel by channel")
+    return reasons
 
 
 def with_rotation(config: Configuration, spacing: Sequence[float]) -> Configuration:

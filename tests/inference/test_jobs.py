@@ -37,8 +37,10 @@ def test_files_keep_their_name_and_channels_group(tmp_path, volume_factory):
     for name in ("p1_0000.nii.gz", "p1_0001.nii.gz", "p2_0000.nii.gz", "p2_0001.nii.gz"):
         write_volume(volume_factory(), tmp_path / name)
     single = discover_jobs([tmp_path], ["MRI"])
-    assert [j.keep_file_name for j in single] == ["p1_0000.nii.gz", "p1_0001.nii.gz",
-                                                  "p2_0000.nii.gz", "p2_0001.nii.gz"]
+    # a one-channel model: <case>_0000 is nnU-Net's name of <case>, the rest keep their name
+    assert [j.name for j in single] == ["p1", "p1_0001", "p2", "p2_0001"]
+    assert [j.keep_file_name for j in single] == [None, "p1_0001.nii.gz", None,
+                                                  "p2_0001.nii.gz"]
     pairs = discover_jobs([tmp_path], ["T1", "T2"])
     assert [(j.name, len(j.case.images)) for j in pairs] == [("p1", 2), ("p2", 2)]
 
