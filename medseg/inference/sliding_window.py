@@ -16,7 +16,6 @@ network sees 2D batches, so both share the same stitching code.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence

@@ -22,7 +22,6 @@ import medseg
 from medseg.core.errors import ConfigError
 from medseg.inference.predictor import InferenceSettings
 from medseg.metrics.evaluate import DEFAULT_NSD_TOLERANCE_MM
-from medseg.train.settings import DEFAULT_FOLD, MIN_CASES_TO_VALIDATE, TrainSettings
 from medseg.pipeline.schema import (
     Source,
     build,
@@ -33,6 +32,7 @@ from medseg.pipeline.schema import (
     suggest,
     to_plain,
 )
+from medseg.train.settings import DEFAULT_FOLD, MIN_CASES_TO_VALIDATE, TrainSettings
 
 Device = Literal["auto", "cpu", "cuda"]
 TRAIN = TrainSettings()  # the training defaults (medseg.train.settings)

@@ -2,7 +2,8 @@
 
 A small hand-written checker (no schema library): every field's type hint says what is
 accepted (``bool``, ``int``, ``float``, ``str``, ``Path``, ``Literal[...]``, ``X | None``,
-``tuple[X, ...]``, ``dict[str, X]``), and every error names the file, the dotted key and what was expected.
+``tuple[X, ...]``, ``dict[str, X]``), and every error names the file, the dotted key and
+what was expected.
 Field ``metadata`` (built with :func:`doc`) carries the documentation, whether a path must
 exist and whether the value takes part in a stage's hash.
 """

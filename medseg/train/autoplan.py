@@ -372,9 +372,10 @@ def fit_plan(plan: Plan, names: Sequence[str], budget: Budget, timer: StepTimer)
 def describe(config: Configuration) -> list[str]:
     """Lines for the log and the CLI: the choice and why."""
     t = config.training
+    rotation = f"rotation {t.rotation}, " if config.spatial_dims == 3 else ""
     lines = [f"patch {list(config.patch_size)}, batch {config.batch_size}, filters "
              f"{list(config.filters)}; {t.optimizer} lr {t.learning_rate:g}, "
              f"{t.iterations_per_epoch} iterations/epoch, validate every {t.validate_every}, "
-             f"rotation {t.rotation}, test-time mirroring {'on' if t.mirror_tta else 'off'}"]
+             f"{rotation}test-time mirroring {'on' if t.mirror_tta else 'off'}"]
     lines += [f"  {field}: {why}" for field, why in config.reasons.items()]
     return lines

@@ -49,7 +49,8 @@ def reserve_s(budget_s: float, timings: Timings, validates: bool) -> float:
     if validates:
         validation = (max(timings.validation_seconds) if timings.validation_seconds
                       else timings.validation_guess_s)
-    return RESERVE_FACTOR * (validation + save_estimate(timings)) + MARGIN_FRACTION * budget_s + MARGIN_S
+    return (RESERVE_FACTOR * (validation + save_estimate(timings))
+            + MARGIN_FRACTION * budget_s + MARGIN_S)
 
 
 def training_window_s(budget_s: float, timings: Timings, validates: bool) -> float:

@@ -23,18 +23,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from medseg.inference.sliding_window import count_windows
 from medseg.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from medseg.models.network import PlanLike, network_shape
 from medseg.sampling.loader import EpochSampler, PatchSource
-from medseg.inference.sliding_window import count_windows
 from medseg.train.budget import (
     MARGIN_S,
     RESERVE_FACTOR,
     Timings,
-    save_estimate,
     estimate_total_epochs,
     may_step,
     may_validate,
+    save_estimate,
     schedule_fraction,
     training_window_s,
 )
@@ -103,6 +103,9 @@ class Session:
     show_progress: bool = True
     dist: DistContext = SINGLE_PROCESS  # torchrun rank layout (rank 0 writes, validates)
     partial_labels: bool = False  # a class absent from a case is unannotated there
+    # computed once when first needed by the budget (see validation_guess, save_guess)
+    val_windows: int | None = None
+    save_guess_s: float | None = None
 
 
 class RunClock:
@@ -128,8 +131,10 @@ def timings(session: Session, progress: Progress) -> Timings:
 def save_guess(session: Session) -> float:
     """Checkpoint + logs before one was timed: model and optimiser state written at
     ~100 MB/s, plus the metrics plot."""
-    params = sum(p.numel() for p in session.model.parameters())
-    return 1.0 + 3 * 4 * params / 100e6
+    if session.save_guess_s is None:
+        params = sum(p.numel() for p in session.model.parameters())
+        session.save_guess_s = 1.0 + 3 * 4 * params / 100e6
+    return session.save_guess_s
 
 
 def window_s(session: Session, progress: Progress) -> float:
@@ -231,11 +236,13 @@ def validation_guess(session: Session, progress: Progress) -> float:
         if progress.step_seconds is None:
             return 0.0
         per_window = 0.5 * progress.step_seconds / int(session.config["batch_size"])
-    patch = [int(p) for p in session.config["patch_size"]]
-    slice_axis = session.config.get("slice_axis") if len(patch) == 2 else None
-    windows = sum(count_windows(session.source.image(c).shape[1:], patch, slice_axis)
-                  for c in session.val_cases)
-    return 1.5 * windows * per_window + 0.1 * len(session.val_cases)
+    if session.val_windows is None:
+        patch = [int(p) for p in session.config["patch_size"]]
+        slice_axis = session.config.get("slice_axis") if len(patch) == 2 else None
+        session.val_windows = sum(
+            count_windows(session.source.image(c).shape[1:], patch, slice_axis)
+            for c in session.val_cases)
+    return 1.5 * session.val_windows * per_window + 0.1 * len(session.val_cases)
 
 
 @torch.no_grad()

@@ -65,9 +65,6 @@ def measure_step_seconds(
         spent += times[-1]
         if spent > max_seconds and times:
             break
-    del model, batch, optimizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return statistics.median(times)
 
 
@@ -97,5 +94,8 @@ def device_timer(plan: Plan, device: torch.device, precision: str = "auto") -> S
             return measure_step_seconds(plan, config, device, precision=precision)
         except torch.cuda.OutOfMemoryError:
             return float("inf")
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the probe's network and batch are gone
 
     return timer

@@ -107,5 +107,5 @@ def test_non_integral_float_labels_are_refused_naming_the_file(tmp_path):
     report = validate_dataset(load_dataset(root), progress=False)
     reason = dict(report.excluded)["case_001"]
     assert "non-integral values (0.5)" in reason and str(path) in reason
-    with pytest.raises(DatasetError, match="case_001.nii.gz.*non-integral"):
+    with pytest.raises(DatasetError, match=r"case_001\.nii\.gz.*non-integral"):
         validate_dataset(load_dataset(root), strict=True, progress=False)

@@ -90,7 +90,8 @@ def test_budgeted_lr_follows_the_elapsed_fraction_and_reaches_zero() -> None:
     from medseg.train.loop import Progress, lr_at
 
     session = SimpleNamespace(sampler=SimpleNamespace(batches_per_epoch=10), initial_lr=1.0,
-                              val_cases=[], source=None, config={}, model=torch.nn.Linear(1, 1))
+                              val_cases=[], source=None, config={}, model=torch.nn.Linear(1, 1),
+                              save_guess_s=None)
     progress = Progress(total_epochs=1, budget_s=100.0, step_seconds=0.1)
     save_guess = 1.0 + 3 * 4 * 2 / 100e6  # checkpoint of a 2-parameter model
     window = training_window_s(100.0, Timings(step_seconds=0.1, save_guess_s=save_guess),
