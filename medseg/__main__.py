@@ -1,8 +1,6 @@
 """``python -m medseg`` (and ``torchrun -m medseg train ...``): the medseg command line."""
 
-import sys
-
-from medseg.cli.main import main
+from medseg.cli.main import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

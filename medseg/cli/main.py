@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import warnings
@@ -73,8 +74,31 @@ def quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    return _run(argv)[0]
+
+
+def entry() -> None:
+    """The ``medseg`` executable: :func:`main`, then exit. A command whose promise includes
+    the end of the process (``medseg train --max-minutes``: the budget covers the whole
+    command) ends at once once its files are written and its output flushed, instead of
+    waiting for the interpreter to tear down torch and the memory maps of the cache (seconds
+    on a busy machine)."""
+    code, args = _run(None)
+    if getattr(args, "exit_at_once", False):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _run(argv: Sequence[str] | None) -> tuple[int, argparse.Namespace]:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    return _dispatch(parser, args), args
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
@@ -106,4 +130,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=None, help="data loader processes")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help=f"random seed (default {defaults.seed})")
-    parser.set_defaults(func=run)
+    # the budget covers the whole process: exit as soon as the files are written
+    parser.set_defaults(func=run, exit_at_once=True)
 
 
 def process_start() -> float:
