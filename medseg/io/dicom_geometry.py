@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from medseg.core import geometry
@@ -285,7 +286,9 @@ def decimals(header: Dataset, keyword: str, path: Path) -> tuple[float, ...] | N
     element = header.get_item(keyword)
     if element is None:
         return None
-    if isinstance(element.value, bytes) and element.VR in ("DS", "IS"):
+    # implicit-VR files leave raw elements without a VR: the dictionary's is the one
+    vr = element.VR or dictionary_VR(element.tag)
+    if isinstance(element.value, bytes) and vr in ("DS", "IS"):
         values: list[Any] = element.value.split(b"\\")
     else:
         converted = header.get(keyword)
