@@ -25,10 +25,12 @@ import numpy as np
 
 from medseg.core import Volume
 from medseg.core.errors import InputError, ReadError
+from medseg.io import dicom_series
 from medseg.io.structures import Structure, StructuresLike, match_structures, structures_by_value
 
 log = logging.getLogger(__name__)
 
+ANNOTATION_FORMATS = ("rtstruct", "dicom-seg")
 Overlap = Literal["smaller", "later", "error"]
 OVERLAP_POLICIES: tuple[str, ...] = ("smaller", "later", "error")
 RTSTRUCT_OVERLAP: Overlap = "smaller"
@@ -74,6 +76,53 @@ class Annotation:
         }
 
 
+def annotation_format(path: str | Path) -> str | None:
+    """"rtstruct" or "dicom-seg" when ``path`` is such a file, else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return dicom_series.annotation_format(dicom_series.read_header(path))
+
+
+def read_annotation(
+    path: str | Path,
+    reference: Volume | str | Path | None = None,
+    *,
+    structures: StructuresLike | None = None,
+    overlap: Overlap | None = None,
+    per_structure: bool = False,
+) -> Annotation:
+    """Read an RTSTRUCT or DICOM-SEG file onto its image series' grid (see
+    :func:`medseg.io.rtstruct.read_rtstruct`); ``overlap`` defaults to the format's policy."""
+    fmt = annotation_format(path)
+    if fmt == "rtstruct":
+        from medseg.io.rtstruct import read_rtstruct
+
+        return read_rtstruct(path, reference, structures=structures,
+                             overlap=overlap or RTSTRUCT_OVERLAP, per_structure=per_structure)
+    if fmt == "dicom-seg":
+        from medseg.io.dicom_seg_read import read_dicom_seg
+
+        return read_dicom_seg(path, reference, structures, overlap=overlap or SEG_OVERLAP,
+                              per_structure=per_structure)
+    raise ReadError("not an annotation file (expected an RTSTRUCT or a DICOM-SEG)", path)
+
+
+def write_annotation(labels: Volume, path: str | Path, label_names: Mapping[int, str],
+                     fmt: str) -> None:
+    """Write a label map on its DICOM source grid as ``fmt`` ("rtstruct" or "dicom-seg")."""
+    if fmt == "rtstruct":
+        from medseg.io.rtstruct_write import write_rtstruct
+
+        write_rtstruct(labels, path, label_names)
+    elif fmt == "dicom-seg":
+        from medseg.io.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(labels, path, label_names)
+    else:
+        raise InputError(f"unknown annotation format {fmt!r} ({', '.join(ANNOTATION_FORMATS)})")
+
+
 def select_sources(
     structures: StructuresLike | None, source_names: Sequence[str], where: str | Path
 ) -> tuple[dict[int, Structure], dict[int, tuple[str, ...]]]:
@@ -91,6 +140,47 @@ def select_sources(
         raise InputError("no structure to read (the file names none, or none was asked for)",
                          where)
     return chosen, match_structures(chosen, source_names)
+
+
+def build_annotation(
+    masks: Mapping[int, np.ndarray],
+    chosen: Mapping[int, Structure],
+    sources: Mapping[int, tuple[str, ...]],
+    file_names: Sequence[str],
+    grid: Volume,
+    path: Path,
+    *,
+    fmt: str,
+    overlap: Overlap,
+    per_structure: bool,
+    skipped: Sequence[str] = (),
+) -> Annotation:
+    """The :class:`Annotation` of boolean ``masks`` (label value -> (K, I, J) planes).
+
+    ``chosen``/``sources``: from :func:`select_sources`; ``file_names``: every ROI or
+    segment name of the file; ``grid``: the reference image volume.
+    """
+    names = {0: "background", **{v: s.name for v, s in chosen.items()}}
+    stacked = (stack_masks(masks, sorted(masks)) if per_structure
+               else compose(masks, names, overlap, path)[None])
+    taken = {n for s in sources.values() for n in s}
+    meta = {"source": str(path), "format": fmt, "case": grid.meta.get("case")}
+    return Annotation(
+        labels=Volume(stacked.transpose(0, 2, 3, 1), grid.affine.copy(), meta), names=names,
+        sources=dict(sources), reference_series=str(grid.meta.get("series_uid", "")),
+        empty=tuple(chosen[v].name for v in sources if not masks[v].any()),
+        missing=tuple(chosen[v].name for v in chosen if v not in sources),
+        unmatched=tuple(dict.fromkeys(n for n in file_names if n not in taken)),
+        skipped=tuple(skipped), per_structure=per_structure,
+    )
+
+
+def union(planes: Sequence[np.ndarray], grid: Volume) -> np.ndarray:
+    """Boolean (K, I, J) union of ``planes`` (all False when there are none)."""
+    if planes:
+        return np.logical_or.reduce(planes)
+    i, j, k = grid.spatial_shape
+    return np.zeros((k, i, j), bool)
 
 
 def compose(

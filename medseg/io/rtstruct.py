@@ -31,18 +31,18 @@ from medseg.io.annotation import (
     RTSTRUCT_OVERLAP,
     Annotation,
     Overlap,
-    compose,
+    build_annotation,
     select_sources,
-    stack_masks,
+    union,
 )
 from medseg.io.contours import fill_even_odd
 from medseg.io.dicom_geometry import decimals
 from medseg.io.dicom_reference import reference_grid, rtstruct_references
+from medseg.io.dicom_series import RTSTRUCT_SOP_CLASS
 from medseg.io.structures import StructuresLike
 
 log = logging.getLogger(__name__)
 
-RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 CLOSED = "CLOSED_PLANAR"
 SLICE_TOLERANCE = 0.25  # largest distance of a contour from its slice, in slice steps
 
@@ -88,23 +88,12 @@ def read_rtstruct(
     chosen, sources = select_sources(structures, [r.name for r in rois], path)
     instances = _slice_of_instance(grid, refs.series)
     masks, skipped = {}, []
-    for value in chosen:  # (K, I, J) planes: slices stay contiguous until the end
-        planes = [rasterize_roi(r, grid, instances, skipped, path)
-                  for r in rois if r.name in sources.get(value, ())]
-        masks[value] = (np.logical_or.reduce(planes) if planes
-                        else np.zeros(grid.spatial_shape[::-1], bool).transpose(0, 2, 1))
-    names = {0: "background", **{v: s.name for v, s in chosen.items()}}
-    array = (stack_masks(masks, sorted(masks)) if per_structure
-             else compose(masks, names, overlap, path)[None]).transpose(0, 2, 3, 1)
-    meta = {"source": str(path), "format": "rtstruct", "case": grid.meta.get("case")}
-    return Annotation(
-        labels=Volume(array, grid.affine.copy(), meta), names=names, sources=sources,
-        reference_series=str(grid.meta.get("series_uid", "")),
-        empty=tuple(chosen[v].name for v in sources if not masks[v].any()),
-        missing=tuple(chosen[v].name for v in chosen if v not in sources),
-        unmatched=tuple(r.name for r in rois if not any(r.name in s for s in sources.values())),
-        skipped=tuple(skipped), per_structure=per_structure,
-    )
+    for value in chosen:
+        masks[value] = union([rasterize_roi(r, grid, instances, skipped, path)
+                              for r in rois if r.name in sources.get(value, ())], grid)
+    return build_annotation(masks, chosen, sources, [r.name for r in rois], grid, path,
+                            fmt="rtstruct", overlap=overlap, per_structure=per_structure,
+                            skipped=skipped)
 
 
 def read_structure_set(path: Path) -> tuple[Dataset, list[Roi]]:

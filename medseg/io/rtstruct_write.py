@@ -36,7 +36,7 @@ from medseg.io.dicom_derived import (
     derived_series_number,
     source_headers,
 )
-from medseg.io.rtstruct import RTSTRUCT_SOP_CLASS
+from medseg.io.dicom_series import RTSTRUCT_SOP_CLASS
 
 Color = tuple[int, int, int]
 #: ROI display colours by label value (1 -> first, cycling); distinct on CT and MR greys.

@@ -11,7 +11,7 @@ import pytest
 from medseg.cli.main import main
 from medseg.core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL
 from medseg.io import read_volume, write_volume
-from medseg.io.dicom_seg import read_dicom_seg
+from medseg.io.dicom_seg_read import read_dicom_seg
 from tests.inference.dicom_synth import write_dicom_series
 from tests.inference.helpers import tiny_plan
 
@@ -110,7 +110,7 @@ def test_series_option_and_dicom_seg_output(run_dir, dicom_study, tmp_path):
     assert _predict("-m", run_dir, "-i", dicom_study, "-o", seg, "--series", "T2",
                     "--format", "dicom-seg") == EXIT_OK
     series = read_volume(dicom_study / "02_T2 oblique")
-    decoded = read_dicom_seg(seg / "02_T2_oblique.dcm", series, tiny_plan().labels)
+    decoded = read_dicom_seg(seg / "02_T2_oblique.dcm", series, tiny_plan().labels).labels
     expected = read_volume(nifti / "02_T2_oblique.nii.gz")
     np.testing.assert_array_equal(decoded.array, expected.array)
 
