@@ -19,6 +19,7 @@ from medseg.core.errors import GeometryError, OutputError, ReadError
 POSITION_TOLERANCE_MM = 0.01
 #: Patient/study attributes (DICOM Type 2: present, possibly empty) copied from the source;
 #: real series often omit some of them.
+UNRECORDED_METHOD = "not recorded in the source images"
 TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
                 "AccessionNumber", "StudyID", "StudyDate", "StudyTime")
 
@@ -88,6 +89,21 @@ def check_named(labels: Volume, values: Sequence[int], where: object) -> None:
     unknown = sorted(set(found.tolist()) - {0, *values})
     if unknown:
         raise OutputError(f"label values {unknown} have no name in the dataset labels", where)
+
+
+def copy_deidentification(target: Dataset, source: Dataset) -> None:
+    """Carry the source's de-identification flag over, with the method DICOM requires next
+    to it (Type 1C); real de-identified series often omit the method."""
+    removed = source.get("PatientIdentityRemoved", target.get("PatientIdentityRemoved"))
+    if removed is None:
+        return
+    target.PatientIdentityRemoved = removed
+    for keyword in ("DeidentificationMethod", "DeidentificationMethodCodeSequence"):
+        if keyword in source:
+            target[keyword] = source[keyword]
+    if str(removed).upper() == "YES" and not (
+            "DeidentificationMethod" in target or "DeidentificationMethodCodeSequence" in target):
+        target.DeidentificationMethod = UNRECORDED_METHOD
 
 
 def derived_series_number(source: Dataset) -> int:

@@ -22,6 +22,7 @@ from medseg.core.atomic import atomic_path
 from medseg.io.dicom_derived import (
     check_named,
     check_source_grid,
+    copy_deidentification,
     derived_series_number,
     source_headers,
 )
@@ -58,6 +59,7 @@ def write_dicom_seg(
             software_versions=medseg.__version__, device_serial_number="0",
             series_description=series_description, omit_empty_frames=False,
         )
+    copy_deidentification(seg, sources[0])
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
 

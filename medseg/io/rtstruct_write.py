@@ -33,6 +33,7 @@ from medseg.io.dicom_derived import (
     TYPE2_COPIED,
     check_named,
     check_source_grid,
+    copy_deidentification,
     derived_series_number,
     source_headers,
 )
@@ -125,6 +126,7 @@ def _header(sources: Sequence[Dataset], description: str, algorithm: str) -> Dat
     ds.StructureSetName = description[:64]
     ds.StructureSetDate, ds.StructureSetTime = date, time
     ds.InstanceNumber = 1
+    copy_deidentification(ds, first)
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([_frame_of_reference(sources)])
     return ds
 
