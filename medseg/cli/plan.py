@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from medseg.core.errors import EXIT_OK
-from medseg.data import describe_pairs, load_dataset
+from medseg.data import DEFAULT_LABEL_SOURCE, LABEL_SOURCES, describe_dataset, load_dataset
+from medseg.io.annotation import OVERLAP_POLICIES
+from medseg.io.structures import parse_structure_args
 from medseg.preprocess import plan_run
 
 
@@ -15,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "plan",
         help="validate a dataset and write its fingerprint and plan.json",
         description="Discover and validate a dataset (Decathlon, images/ + labels/ folders, "
-                    "or DICOM studies with a mask series), then write dataset.json, "
+                    "or DICOM studies labelled by mask series, RTSTRUCT or DICOM-SEG files), "
+                    "then write dataset.json, "
                     "fingerprint.json and an editable plan.json into RUN_DIR.",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
@@ -27,6 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DICOM: SeriesDescription pattern of mask series")
     parser.add_argument("--channels", nargs="+", metavar="DESCRIPTION",
                         help="DICOM: series descriptions to use as channels, in order")
+    parser.add_argument("--label-source", choices=LABEL_SOURCES, default=DEFAULT_LABEL_SOURCE,
+                        help="DICOM: labels from mask series (default), RTSTRUCT or DICOM-SEG "
+                             "files")
+    parser.add_argument("--structures", nargs="+", metavar="NAME[=PATTERN]",
+                        help="rtstruct/dicom-seg: label names in value order; NAME=PATTERN "
+                             "adds another spelling (or /regex/) of NAME's ROI/segment name")
+    parser.add_argument("--overlap", choices=OVERLAP_POLICIES,
+                        help="rtstruct/dicom-seg: where structures overlap the smaller or the "
+                             "later wins, or error (default: smaller / error)")
     parser.add_argument("--regularize-slices", action="store_true",
                         help="DICOM: resample series with missing slices, non-uniform "
                              "spacing or gantry tilt onto a regular grid instead of "
@@ -37,10 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset, mask_pattern=args.mask_pattern, channels=args.channels,
-                           regularize_slices=args.regularize_slices)
-    for line in describe_pairs(dataset) if any(c.label_series for c in dataset.cases) else []:
-        print(f"pair {line}")
+    dataset = load_dataset(
+        args.dataset, mask_pattern=args.mask_pattern, channels=args.channels,
+        regularize_slices=args.regularize_slices, label_source=args.label_source,
+        structures=parse_structure_args(args.structures) if args.structures else None,
+        overlap=args.overlap)
+    for line in describe_dataset(dataset):
+        print(f"case {line}")
     plan, report = plan_run(dataset, args.out, strict=args.strict,
                             memory_budget_gb=args.memory_gb)
     print(report.summary())

@@ -15,11 +15,12 @@ label value ``values[c]``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -31,8 +32,9 @@ from medseg.io.structures import Structure, StructuresLike, match_structures, st
 log = logging.getLogger(__name__)
 
 ANNOTATION_FORMATS = ("rtstruct", "dicom-seg")
+SIDECAR_IMAGE_SUFFIXES = (".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 Overlap = Literal["smaller", "later", "error"]
-OVERLAP_POLICIES: tuple[str, ...] = ("smaller", "later", "error")
+OVERLAP_POLICIES: tuple[str, ...] = get_args(Overlap)
 RTSTRUCT_OVERLAP: Overlap = "smaller"
 SEG_OVERLAP: Overlap = "error"
 
@@ -121,6 +123,35 @@ def write_annotation(labels: Volume, path: str | Path, label_names: Mapping[int,
         write_dicom_seg(labels, path, label_names)
     else:
         raise InputError(f"unknown annotation format {fmt!r} ({', '.join(ANNOTATION_FORMATS)})")
+
+
+def annotation_file_name(stem: str, fmt: str) -> str:
+    """File name of a written annotation: ``<stem>.dcm`` (DICOM-SEG) or
+    ``<stem>_rtstruct.dcm``, so both can sit in one folder."""
+    return f"{stem}_rtstruct.dcm" if fmt == "rtstruct" else f"{stem}.dcm"
+
+
+def sidecar_path(label_path: str | Path) -> Path:
+    """``OUT.json`` next to a label map ``OUT.nii.gz`` (``.nii``, ``.nrrd``, ``.mha``...)."""
+    path = Path(label_path)
+    name = path.name
+    for suffix in (".nii.gz", *SIDECAR_IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_name(name + ".json")
+
+
+def sidecar_names(label_path: str | Path) -> dict[int, str] | None:
+    """Label value -> name from the JSON sidecar of a label map, None without one."""
+    path = sidecar_path(label_path)
+    if not path.is_file():
+        return None
+    try:
+        labels = json.loads(path.read_text())["labels"]
+        return {int(v): str(n) for v, n in labels.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ReadError(f"label names sidecar unreadable ({exc}); expected "
+                        '{"labels": {"1": "name", ...}}', path) from exc
 
 
 def select_sources(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+
 def fill_even_odd(polygons: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Boolean ``shape`` mask of the pixel centres inside ``polygons`` (each (n, 2), axis 0
     then axis 1 coordinates, implicitly closed) by the even-odd rule."""

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 from pydicom.dataset import Dataset
 
 from medseg.core import Volume
-from medseg.core.errors import GeometryError, InputError
+from medseg.core.errors import GeometryError, InputError, ReadError
 from medseg.io import dicom_series, dicom_volume
 from medseg.io.dicom_series import DicomSeries
 
@@ -47,6 +48,33 @@ class SeriesKey:
     uid: str
     frame_of_reference: str
     instances: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AnnotationInfo:
+    """What dataset discovery needs of an annotation file, without reading its contours or
+    pixels: its format, structure names in file order and references."""
+
+    path: Path
+    format: str
+    names: tuple[str, ...]
+    refs: References
+
+
+def annotation_info(path: Path, fmt: str) -> AnnotationInfo:
+    """Names and references of the RTSTRUCT or DICOM-SEG ``path`` (format ``fmt``)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if fmt == "rtstruct":
+            names = tuple(str(r.get("ROIName", "")).strip() or f"ROI {r.ROINumber}"
+                          for r in ds.get("StructureSetROISequence", []))
+            return AnnotationInfo(path, fmt, names, rtstruct_references(ds))
+        segments = sorted(ds.get("SegmentSequence", []), key=lambda s: int(s.SegmentNumber))
+        names = tuple(str(s.get("SegmentLabel", "")) for s in segments)
+        return AnnotationInfo(path, fmt, names, seg_references(ds))
+    except (OSError, ValueError, TypeError, AttributeError,
+            pydicom.errors.InvalidDicomError) as exc:
+        raise ReadError(f"cannot read the {fmt} header ({exc})", path) from exc
 
 
 def rtstruct_references(ds: Dataset) -> References:

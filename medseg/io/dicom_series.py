@@ -200,6 +200,14 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 def scan_folder(folder: str | Path) -> list[DicomSeries]:
     """Every image series found under ``folder`` (recursively), ordered by folder and number."""
+    return scan_folder_with_annotations(folder)[0]
+
+
+def scan_folder_with_annotations(
+    folder: str | Path,
+) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+    """Every image series under ``folder`` and every annotation file there (path and
+    format, "rtstruct" or "dicom-seg"), from one pass over the headers."""
     folder = Path(folder)
     files = _candidate_files(folder)
     if not files:
@@ -209,7 +217,9 @@ def scan_folder(folder: str | Path) -> list[DicomSeries]:
     if not images:
         raise ReadError(_no_images_message(headers), folder)
     _check_no_pixelless_members(files, headers, images)
-    return _group(images)
+    annotations = [(p, fmt) for p, h in zip(files, headers, strict=True)
+                   if (fmt := annotation_format(h)) is not None]
+    return _group(images), annotations
 
 
 def scan_file(path: str | Path) -> list[DicomSeries]:

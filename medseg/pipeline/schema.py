@@ -2,7 +2,8 @@
 
 A small hand-written checker (no schema library): every field's type hint says what is
 accepted (``bool``, ``int``, ``float``, ``str``, ``Path``, ``Literal[...]``, ``X | None``,
-``tuple[X, ...]``), and every error names the file, the dotted key and what was expected.
+``tuple[X, ...]``, ``dict[K, V]``), and every error names the file, the dotted key and
+what was expected.
 Field ``metadata`` (built with :func:`doc`) carries the documentation, whether a path must
 exist and whether the value takes part in a stage's hash.
 """
@@ -80,6 +81,9 @@ def type_name(tp: Any) -> str:
         return " | ".join("null" if a is type(None) else type_name(a) for a in args)
     if origin is tuple:
         return f"list of {type_name(args[0])}"
+    if origin is dict:
+        value = type_name(args[1])
+        return f"mapping of {type_name(args[0])} to {f'({value})' if '|' in value else value}"
     return {bool: "bool", int: "int", float: "number", str: "string", Path: "path"}.get(
         tp, str(tp)
     )
@@ -108,6 +112,12 @@ def _convert(value: Any, tp: Any, key: str, src: Source, exists: bool) -> Any:
         if value not in args:
             raise _fail(src, key, f"expected one of {', '.join(map(repr, args))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _fail(src, key, f"expected a mapping, got {value!r}")
+        return {_convert(k, args[0], key, src, exists): _convert(v, args[1], f"{key}.{k}", src,
+                                                                  exists)
+                for k, v in value.items()}
     if origin is tuple:
         items = value if isinstance(value, list | tuple) else None
         if items is None:
@@ -199,6 +209,8 @@ def to_plain(obj: Any, *, hashed_only: bool = False) -> Any:
         }
     if isinstance(obj, tuple | list):
         return [to_plain(v, hashed_only=hashed_only) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v, hashed_only=hashed_only) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
     return obj

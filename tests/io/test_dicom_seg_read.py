@@ -133,7 +133,8 @@ def test_overlapping_segments_are_an_error_or_one_mask_each(image, tmp_path):
     stack = masks()
     stack[1, 5:8, 5:8, 2] = True  # Kidney overlaps Liver
     path = highdicom_seg(image, stack, tmp_path / "seg.dcm")
-    with pytest.raises(ReadError, match="'Liver' and 'Kidney' .*overlap"):
+    with pytest.raises(ReadError,
+                       match=r"structures overlap: 'Liver' and 'Kidney' \(\d+ voxels\)"):
         read_dicom_seg(path, image)
     each = read_dicom_seg(path, image, per_structure=True)
     np.testing.assert_array_equal(each.labels.array.astype(bool), stack)
