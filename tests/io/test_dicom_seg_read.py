@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.sr.codedict import codes
 
 from medseg.core import Volume
 from medseg.core.errors import GeometryError, ReadError
@@ -19,6 +17,7 @@ from medseg.io.dicom_seg_read import read_dicom_seg
 from tests.conftest import make_affine
 from tests.io.dciodvfy import dciodvfy_errors, requires_dciodvfy
 from tests.io.dicom_factory import write_series
+from tests.io.seg_factory import highdicom_seg
 
 SHAPE = (14, 12, 7)
 NAMES = {0: "background", 1: "Liver", 2: "Kidney", 3: "Lesion"}
@@ -38,34 +37,6 @@ def masks() -> np.ndarray:
     out[1, 9:13, 1:5, 2:6] = True
     out[2, 4, 10, 5] = True  # one voxel
     return out
-
-
-def highdicom_seg(image: Volume, stack: np.ndarray, path: Path,
-                  kind: str = "BINARY") -> Path:
-    """A SEG written by highdicom itself, frames only where a segment is present."""
-    sources = [pydicom.dcmread(f) for f in image.meta["dicom_files"]]
-    for source in sources:  # the patient/study attributes highdicom copies
-        for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                        "StudyDate", "StudyTime", "ReferringPhysicianName"):
-            setattr(source, keyword, source.get(keyword, ""))
-    frames = np.moveaxis(stack, 0, -1).transpose(2, 1, 0, 3)  # (K, rows, columns, segments)
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=n, segment_label=label,
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-        for n, label in enumerate(("Liver", "Kidney", "Lesion")[:stack.shape[0]], start=1)]
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=frames.astype(np.float32 if kind == "FRACTIONAL"
-                                                         else np.uint8),
-        segmentation_type=kind, segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="third party", manufacturer_model_name="x",
-        software_versions="1", device_serial_number="1", omit_empty_frames=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    return path
 
 
 def expected_labels(stack: np.ndarray) -> np.ndarray:
