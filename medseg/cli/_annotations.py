@@ -13,8 +13,24 @@ from medseg.core.atomic import write_json
 from medseg.core.errors import GeometryError, InputError
 from medseg.core.paths import ensure_outside_inputs
 from medseg.io import read_annotation, read_volume, write_annotation, write_volume
-from medseg.io.annotation import annotation_file_name, sidecar_names, sidecar_path
+from medseg.io.annotation import (
+    OVERLAP_POLICIES,
+    annotation_file_name,
+    sidecar_names,
+    sidecar_path,
+)
 from medseg.io.structures import parse_structure_args
+
+
+def add_structure_options(parser: argparse._ActionsContainer, names_flag: str) -> None:
+    """``names_flag`` (structures in label-value order, with other spellings) and
+    ``--overlap``: the same meaning for ``convert`` and ``plan``."""
+    parser.add_argument(names_flag, nargs="+", metavar="NAME[=PATTERN]",
+                        help="structure names, label values 1, 2, ... in order; NAME=PATTERN "
+                             "adds another spelling (or /regex/) of NAME's ROI/segment name")
+    parser.add_argument("--overlap", choices=OVERLAP_POLICIES,
+                        help="where structures overlap: the smaller or later one wins, or "
+                             "error (default: smaller for RTSTRUCT, error for DICOM-SEG)")
 
 
 def annotation_to_labels(args: argparse.Namespace) -> None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medseg.cli._annotations import annotation_to_labels, labels_to_annotation
+from medseg.cli._annotations import (
+    add_structure_options,
+    annotation_to_labels,
+    labels_to_annotation,
+)
 from medseg.core.errors import EXIT_OK
 from medseg.core.paths import ensure_outside_inputs
 from medseg.io import annotation_format, read_volume, write_volume
-from medseg.io.annotation import ANNOTATION_FORMATS, OVERLAP_POLICIES
+from medseg.io.annotation import ANNOTATION_FORMATS
 from medseg.io.dicom_regularize import INTERPOLATIONS
 
 
@@ -46,12 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     annotations.add_argument("--reference", type=Path, metavar="SERIES_DIR",
                              help="the DICOM series the annotation lies on (default for "
                                   "RTSTRUCT/SEG input: found in the file's folder tree)")
-    annotations.add_argument("--names", nargs="+", metavar="NAME[=PATTERN]",
-                             help="structure names, label values 1, 2, ... in order; when "
-                                  "reading, NAME=PATTERN adds another spelling (or /regex/)")
-    annotations.add_argument("--overlap", choices=OVERLAP_POLICIES,
-                             help="where structures overlap: the smaller or later wins, or "
-                                  "error (default: smaller for RTSTRUCT, error for SEG)")
+    add_structure_options(annotations, "--names")
     annotations.add_argument("--per-structure", action="store_true",
                              help="one 0/1 channel per structure instead of one label map")
     parser.set_defaults(func=run)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medseg.cli._annotations import add_structure_options
 from medseg.core.errors import EXIT_OK
 from medseg.data import DEFAULT_LABEL_SOURCE, LABEL_SOURCES, describe_dataset, load_dataset
-from medseg.io.annotation import OVERLAP_POLICIES
 from medseg.io.structures import parse_structure_args
 from medseg.preprocess import plan_run
 
@@ -33,12 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-source", choices=LABEL_SOURCES, default=DEFAULT_LABEL_SOURCE,
                         help="DICOM: labels from mask series (default), RTSTRUCT or DICOM-SEG "
                              "files")
-    parser.add_argument("--structures", nargs="+", metavar="NAME[=PATTERN]",
-                        help="rtstruct/dicom-seg: label names in value order; NAME=PATTERN "
-                             "adds another spelling (or /regex/) of NAME's ROI/segment name")
-    parser.add_argument("--overlap", choices=OVERLAP_POLICIES,
-                        help="rtstruct/dicom-seg: where structures overlap the smaller or the "
-                             "later wins, or error (default: smaller / error)")
+    add_structure_options(parser, "--structures")  # rtstruct/dicom-seg label sources
     parser.add_argument("--regularize-slices", action="store_true",
                         help="DICOM: resample series with missing slices, non-uniform "
                              "spacing or gantry tilt onto a regular grid instead of "
