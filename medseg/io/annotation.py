@@ -16,7 +16,6 @@ label value ``values[c]``.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,6 @@ from medseg.core import Volume
 from medseg.core.errors import InputError, ReadError
 from medseg.io import dicom_series
 from medseg.io.structures import Structure, StructuresLike, match_structures, structures_by_value
-
-log = logging.getLogger(__name__)
 
 ANNOTATION_FORMATS = ("rtstruct", "dicom-seg")
 SIDECAR_IMAGE_SUFFIXES = (".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

@@ -19,6 +19,7 @@ from a sparse SEG are empty. A fractional segment is inside where its value reac
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import highdicom as hd
@@ -106,7 +107,8 @@ class _Placer:
 
     def __init__(self, grid: Volume, path: Path) -> None:
         uids = list(grid.meta.get("sop_instance_uids") or [])
-        self.slice_of = {u: n for n, u in enumerate(uids) if uids.count(u) == 1}
+        counts = Counter(uids)  # a multi-frame source names one UID for several slices
+        self.slice_of = {u: n for n, u in enumerate(uids) if counts[u] == 1}
         self.to_index = np.linalg.inv(geometry.ras_to_lps(grid.affine))
         self.n_slices = grid.spatial_shape[2]
         self.spacing = np.asarray(grid.spacing)

@@ -4,7 +4,8 @@ Centres spell ROI and segment names differently ("Lung_L", "LUNG LEFT", "Lung-Le
 :class:`Structure` has a canonical name (the label name) and patterns. A pattern is
 
 - ``/regex/``: a case-insensitive regular expression searched in the source name;
-- ``=Name``: that exact source name, nothing else (used for names resolved once already);
+- ``=Name``: that exact source name (used for names resolved once already); a structure
+  with such patterns matches those names only, not its own name;
 - anything else: the same name once case, spaces, ``_`` and ``-`` are ignored.
 
 The canonical name is itself a pattern of the last kind. Matching is explicit and ordered:
