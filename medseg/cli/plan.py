@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medseg.cli._annotations import add_structure_options
 from medseg.core.errors import EXIT_OK
-from medseg.data import describe_pairs, load_dataset
+from medseg.data import DEFAULT_LABEL_SOURCE, LABEL_SOURCES, describe_dataset, load_dataset
+from medseg.io.structures import parse_structure_args
 from medseg.preprocess import plan_run
 from medseg.preprocess.planning import PARTIAL_LABELS
 
@@ -16,12 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plan",
         help="validate a dataset and write its fingerprint and plan.json",
-        description="Discover and validate a dataset (Decathlon, nnU-Net, images/ + labels/ "
-                    "folders, or DICOM studies with a mask series), then write dataset.json, "
-                    "fingerprint.json and an editable plan.json into RUN_DIR. The plan is "
-                    "nnU-Net's, sized to the device's memory; `medseg train --max-minutes N` "
-                    "fits it to the device's measured speed and the budget (give "
-                    "--max-minutes here to see that choice now).",
+        description="Discover and validate a dataset (Decathlon, images/ + labels/ folders, "
+                    "or DICOM studies labelled by mask series, RTSTRUCT or DICOM-SEG files), "
+                    "then write dataset.json, fingerprint.json and an editable plan.json into "
+                    "RUN_DIR. The plan is nnU-Net's, sized to the device's memory; `medseg "
+                    "train --max-minutes N` fits it to the device's measured speed and the "
+                    "budget (give --max-minutes here to see that choice now).",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -32,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DICOM: SeriesDescription pattern of mask series")
     parser.add_argument("--channels", nargs="+", metavar="DESCRIPTION",
                         help="DICOM: series descriptions to use as channels, in order")
+    parser.add_argument("--label-source", choices=LABEL_SOURCES, default=DEFAULT_LABEL_SOURCE,
+                        help="DICOM: labels from mask series (default), RTSTRUCT or DICOM-SEG "
+                             "files")
+    add_structure_options(parser, "--structures")  # rtstruct/dicom-seg label sources
     parser.add_argument("--regularize-slices", action="store_true",
                         help="DICOM: resample series with missing slices, non-uniform "
                              "spacing or gantry tilt onto a regular grid instead of "
@@ -54,10 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from medseg.train.api import plan_for_device, planning_memory_gb
     from medseg.train.autoplan import describe
 
-    dataset = load_dataset(args.dataset, mask_pattern=args.mask_pattern, channels=args.channels,
-                           regularize_slices=args.regularize_slices)
-    for line in describe_pairs(dataset) if any(c.label_series for c in dataset.cases) else []:
-        print(f"pair {line}")
+    dataset = load_dataset(
+        args.dataset, mask_pattern=args.mask_pattern, channels=args.channels,
+        regularize_slices=args.regularize_slices, label_source=args.label_source,
+        structures=parse_structure_args(args.structures) if args.structures else None,
+        overlap=args.overlap)
+    for line in describe_dataset(dataset):
+        print(f"case {line}")
     memory = args.memory_gb or planning_memory_gb(args.device)
     plan, report = plan_run(dataset, args.out, strict=args.strict, memory_budget_gb=memory,
                             partial_labels=args.partial_labels)

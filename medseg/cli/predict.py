@@ -24,7 +24,7 @@ from medseg.inference.predictor import InferenceSettings, Predictor
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="segment images with a trained model (NIfTI or DICOM-SEG output)",
+        help="segment images with a trained model (NIfTI, DICOM-SEG or RTSTRUCT output)",
         description=(
             "Predict label maps on each input's own grid (same shape and affine). INPUT is "
             "an image file, a folder of image files, a DICOM series folder or a study folder "
@@ -40,8 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="image files, folders of images, DICOM series or study folders")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR",
                         help="output folder (created)")
-    parser.add_argument("--format", choices=FORMATS, default="nifti",
-                        help="label maps as NIfTI (default) or DICOM-SEG (DICOM inputs)")
+    parser.add_argument("--format", choices=FORMATS, nargs="+", default=["nifti"],
+                        metavar="FORMAT",
+                        help="nifti (default), dicom-seg and/or rtstruct (DICOM inputs); "
+                             "several at once: --format nifti rtstruct")
     parser.add_argument("--folds", nargs="+", metavar="FOLD",
                         help="folds of the run folder to ensemble (default: all trained)")
     parser.add_argument("--config", help="trained configuration to use (default: 3d, else 2d)")
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, args.folds, args.config, args.device, settings)
     jobs = discover_jobs(args.input, list(predictor.plan.channels.values()), args.series,
                          regularize=args.regularize_slices)
-    options = BatchOptions(args.format, args.overwrite, args.save_probabilities,
+    formats = tuple(dict.fromkeys(args.format))
+    options = BatchOptions(formats, args.overwrite, args.save_probabilities,
                            progress=not args.no_progress)
     check_outputs(jobs, args.output, options)  # refuse bad outputs before any other output
     print(f"model: {predictor.describe()}; {len(jobs)} case(s)", file=sys.stderr)

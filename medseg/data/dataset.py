@@ -22,6 +22,11 @@ class Case:
     image_series: tuple[str | None, ...] = ()
     label_series: str | None = None
     regularize: bool = False  # resample irregular DICOM series onto a regular grid when read
+    # an annotation file as label ("rtstruct" or "dicom-seg"), the ROI or segment names
+    # each label value is made of, and how overlaps are resolved (None: the format's default)
+    label_format: str | None = None
+    label_rois: tuple[tuple[int, str], ...] = ()
+    label_overlap: str | None = None
 
     def files(self) -> tuple[Path, ...]:
         """Every input path of the case (images, then the label if any)."""
@@ -38,6 +43,10 @@ class Case:
             out["label_series"] = self.label_series
         if self.regularize:
             out["regularize"] = True
+        if self.label_format:
+            out["label_format"] = self.label_format
+            out["label_rois"] = [[v, name] for v, name in self.label_rois]
+            out["label_overlap"] = self.label_overlap
         return out
 
     @classmethod
@@ -49,6 +58,9 @@ class Case:
             image_series=tuple(d.get("image_series", ())),
             label_series=d.get("label_series"),
             regularize=bool(d.get("regularize", False)),
+            label_format=d.get("label_format"),
+            label_rois=tuple((int(v), str(n)) for v, n in d.get("label_rois", ())),
+            label_overlap=d.get("label_overlap"),
         )
 
 

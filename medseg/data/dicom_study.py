@@ -44,6 +44,7 @@ class StudySeries:
     folder: Path
     shape: tuple[int, int, int]
     affine: np.ndarray
+    instances: frozenset[str] = frozenset()  # SOP instance UIDs
 
     def same_grid(self, other: StudySeries) -> bool:
         return geometry.same_grid(self.shape, self.affine, other.shape, other.affine)
@@ -76,7 +77,7 @@ def load_dicom_study(
     if not chosen:
         raise DatasetError("no image series shares a grid with every mask series", root)
     cases = [c for m in masks if (c := _case(m, candidates[m.uid], chosen, root)) is not None]
-    cases = _unique_ids(cases)
+    cases = unique_ids(cases)
     if not cases:
         raise DatasetError(f"no study has all channels {chosen} next to its mask", root)
     modality = {s.description: s.modality for s in series}
@@ -90,8 +91,13 @@ def load_dicom_study(
 
 def scan_series(root: Path) -> list[StudySeries]:
     """Every regular image series under ``root``; irregular ones are skipped with a warning."""
-    found = []
-    for series in dicom_series.scan_folder(root):
+    return study_series(dicom_series.scan_folder(root))
+
+
+def study_series(found: Iterable[dicom_series.DicomSeries]) -> list[StudySeries]:
+    """The regular series among ``found``; irregular ones are skipped with a warning."""
+    out = []
+    for series in found:
         try:
             layout = dicom_geometry.slice_layout(series.frames, dicom_series.describe(series))
         except GeometryError as exc:
@@ -100,23 +106,24 @@ def scan_series(root: Path) -> list[StudySeries]:
         first = layout.frames[0]
         h = series.header
         folders = {f.path.parent for f in layout.frames}
-        found.append(StudySeries(
+        out.append(StudySeries(
             uid=series.uid, study_uid=str(h.get("StudyInstanceUID", "")),
             description=str(h.get("SeriesDescription", "")), modality=str(h.get("Modality", "")),
             frame_of_reference=str(h.get("FrameOfReferenceUID", "")),
             folder=folders.pop() if len(folders) == 1 else Path(os.path.commonpath(folders)),
             shape=(first.columns, first.rows, len(layout.frames)), affine=layout.affine,
+            instances=frozenset(f.sop_uid for f in layout.frames),
         ))
-    return found
+    return out
 
 
 def describe_pairs(dataset: Dataset) -> list[str]:
-    """One line per case naming the image series paired with the mask series."""
+    """One line per DICOM mask-series case naming the image series paired with the mask."""
     return [
         f"{c.case_id}: mask {c.label_series} <- images "
         + ", ".join(f"{d}={uid}" for d, uid in zip(dataset.channels.values(), c.image_series,
                                                     strict=True))
-        for c in dataset.cases
+        for c in dataset.cases if c.label_series
     ]
 
 
@@ -156,7 +163,7 @@ def _case_id(mask: StudySeries, root: Path) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", str(rel)).strip("_")
 
 
-def _unique_ids(cases: list[Case]) -> list[Case]:
+def unique_ids(cases: list[Case]) -> list[Case]:
     """Suffix ``_2``, ``_3``... to ids shared by several masks of one study folder."""
     seen: dict[str, int] = {}
     out = []

@@ -7,13 +7,17 @@ import numpy as np
 from medseg.core import Volume
 from medseg.core.errors import GeometryError, ReadError
 from medseg.data.dataset import Case
-from medseg.io import read_volume
+from medseg.io import Structure, read_annotation, read_volume
+from medseg.io.annotation import OVERLAP_POLICIES
 
 
 def read_case(case: Case, *, allow_nonfinite: bool = False) -> tuple[Volume, Volume | None]:
     """Read a case: ``(image (C, I, J, K), label (1, I, J, K) or None)``.
 
     A DICOM mask series (``case.label_series``) is binarised: non-zero voxels are label 1.
+    An annotation file (``case.label_format`` "rtstruct" or "dicom-seg") is read onto the
+    first channel's grid, each label value made of the ROIs/segments ``case.label_rois``
+    names; structures missing from the file are simply absent from the label map.
     Channels must lie on one grid; the image keeps the first channel's geometry and its
     dtype is the common dtype of the channels. With ``case.regularize``, irregular DICOM
     series are resampled onto a regular grid (images linearly, labels by nearest slice).
@@ -26,13 +30,29 @@ def read_case(case: Case, *, allow_nonfinite: bool = False) -> tuple[Volume, Vol
     ]
     image = stack_channels(channels, case.case_id)
     label = None
-    if case.label is not None:
+    if case.label is not None and case.label_format:
+        label = read_annotation_label(case, channels[0])
+    elif case.label is not None:
         label = read_volume(case.label, case.label_series, allow_nonfinite=True,
                             regularize=case.regularize, interpolation="nearest")
         # A DICOM mask series marks the structure by any non-zero value: label 1.
         array = (label.array != 0).astype(np.uint8) if case.label_series else label.array
         label = Volume(array, label.affine, {**label.meta, "case": case.case_id})
     return image, label
+
+
+def read_annotation_label(case: Case, grid: Volume) -> Volume:
+    """The label map of a case whose label is an RTSTRUCT or DICOM-SEG, on ``grid``."""
+    assert case.label is not None
+    rois: dict[int, list[str]] = {}
+    for value, name in case.label_rois:
+        rois.setdefault(value, []).append(name)
+    structures = {v: Structure.exactly(" + ".join(names), names) for v, names in rois.items()}
+    overlap = case.label_overlap if case.label_overlap in OVERLAP_POLICIES else None
+    annotation = read_annotation(case.label, grid, structures=structures,
+                                 overlap=overlap)  # type: ignore[arg-type]
+    return Volume(annotation.labels.array, annotation.labels.affine,
+                  {**annotation.labels.meta, "case": case.case_id})
 
 
 def stack_channels(channels: list[Volume], case_id: str) -> Volume:

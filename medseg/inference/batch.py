@@ -25,23 +25,29 @@ from medseg.core.paths import ensure_outside_inputs
 from medseg.data import read_case
 from medseg.inference.jobs import Job
 from medseg.inference.predictor import Prediction, Predictor
-from medseg.io import write_volume
-from medseg.io.dicom_seg import write_dicom_seg
+from medseg.io import write_annotation, write_volume
+from medseg.io.annotation import annotation_file_name
 from medseg.preprocess.case import PreprocessedCase
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("nifti", "dicom-seg")
+FORMATS = ("nifti", "dicom-seg", "rtstruct")
+DICOM_FORMATS = ("dicom-seg", "rtstruct")  # need a DICOM input (they reference its images)
 
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Output format, overwrite policy and whether to save probabilities."""
+    """Output format(s), overwrite policy and whether to save probabilities."""
 
-    format: str = "nifti"
+    format: str | tuple[str, ...] = "nifti"  # one format, or several written side by side
     overwrite: bool = False
     save_probabilities: bool = False
     progress: bool = True
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The output formats; the first one's file is the result's ``output``."""
+        return (self.format,) if isinstance(self.format, str) else tuple(self.format)
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,8 @@ class CaseResult:
 
 def output_path(job: Job, out_dir: Path, fmt: str) -> Path:
     """Where a job's label map goes (a NIfTI input keeps its file name)."""
-    if fmt == "dicom-seg":
-        return out_dir / f"{job.name}.dcm"
+    if fmt in DICOM_FORMATS:
+        return out_dir / annotation_file_name(job.name, fmt)
     return out_dir / (job.keep_file_name or f"{job.name}.nii.gz")
 
 
@@ -69,20 +75,22 @@ def probabilities_path(job: Job, out_dir: Path) -> Path:
 
 
 def check_outputs(jobs: Sequence[Job], out_dir: Path, options: BatchOptions) -> None:
-    """Refuse outputs that would overwrite an input, or DICOM-SEG for non-DICOM inputs."""
-    if options.format not in FORMATS:
-        raise OutputError(f"unknown output format {options.format!r} ({', '.join(FORMATS)})")
+    """Refuse outputs that would overwrite an input, or DICOM outputs of non-DICOM inputs."""
+    unknown = [f for f in options.formats if f not in FORMATS]
+    if unknown or not options.formats:
+        raise OutputError(f"unknown output format {unknown or options.formats!r} "
+                          f"({', '.join(FORMATS)})")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError("output folder is a file", out_dir)
     inputs = {p.resolve() for job in jobs for p in job.case.images}
     ensure_outside_inputs(out_dir, inputs)  # DICOM folders are scanned recursively
     for job in jobs:
-        if output_path(job, out_dir, options.format).resolve() in inputs:
+        if any(output_path(job, out_dir, f).resolve() in inputs for f in options.formats):
             raise OutputError(f"output would overwrite the input {job.case.images[0]}", out_dir)
-    if options.format == "dicom-seg":
+    for fmt in set(options.formats) & set(DICOM_FORMATS):
         not_dicom = [job.name for job in jobs if not job.is_dicom]
         if not_dicom:
-            raise OutputError(f"--format dicom-seg needs DICOM inputs; not DICOM: "
+            raise OutputError(f"--format {fmt} needs DICOM inputs; not DICOM: "
                               f"{', '.join(not_dicom[:5])}")
 
 
@@ -106,8 +114,9 @@ def split_existing(
     skipped: dict[str, CaseResult] = {}
     todo: list[Job] = []
     for job in jobs:
-        target = output_path(job, out_dir, options.format)
-        if target.exists() and not options.overwrite:
+        target = output_path(job, out_dir, options.formats[0])
+        done = all(output_path(job, out_dir, f).exists() for f in options.formats)
+        if done and not options.overwrite:
             skipped[job.name] = CaseResult(job.name, "skipped", target)
         else:
             todo.append(job)
@@ -129,7 +138,7 @@ def _run(
             assert loading is not None
             current = loading
             loading = reader.submit(_load, predictor, jobs[i + 1]) if i + 1 < len(jobs) else None
-            target = output_path(job, out_dir, options.format)
+            target = output_path(job, out_dir, options.formats[0])
             try:
                 volume, pre, read_s = current.result()
                 del current  # the future must not keep the preprocessed arrays alive
@@ -154,7 +163,7 @@ def predict_one(
 ) -> CaseResult:
     """Read, predict and write one job in the calling thread (the unit of work of
     distributed prediction); a failure comes back as a ``failed`` result."""
-    target = output_path(job, out_dir, options.format)
+    target = output_path(job, out_dir, options.formats[0])
     try:
         volume, pre, read_s = _load(predictor, job)
         start = time.perf_counter()
@@ -176,14 +185,16 @@ def _write(
     predictor: Predictor, job: Job, prediction: Prediction, out_dir: Path,
     options: BatchOptions, elapsed: float,
 ) -> CaseResult:
-    target = output_path(job, out_dir, options.format)
+    target = output_path(job, out_dir, options.formats[0])
     start = time.perf_counter()
     labels = prediction.labels
     try:
-        if options.format == "dicom-seg":
-            write_dicom_seg(labels, target, predictor.label_names)
-        else:
-            write_volume(labels, target)
+        for fmt in options.formats:
+            path = output_path(job, out_dir, fmt)
+            if fmt in DICOM_FORMATS:
+                write_annotation(labels, path, predictor.label_names, fmt)
+            else:
+                write_volume(labels, path)
         if options.save_probabilities and prediction.probabilities is not None:
             write_probabilities(probabilities_path(job, out_dir), prediction.probabilities,
                                 labels.affine, predictor.plan.label_values)

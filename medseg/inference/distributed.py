@@ -228,5 +228,5 @@ def _outcome(future: Any, job: Job, out_dir: Path, options: BatchOptions) -> Cas
     except Exception as err:  # cancelled or lost
         exc = err
     reason = str(exc) if isinstance(exc, MedsegError) else f"{type(exc).__name__}: {exc}"
-    return CaseResult(job.name, "failed", output_path(job, out_dir, options.format),
+    return CaseResult(job.name, "failed", output_path(job, out_dir, options.formats[0]),
                       error=reason)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from medseg.core import geometry
@@ -102,15 +103,15 @@ def _enhanced_frames(path: Path, header: Dataset) -> tuple[DicomFrame, ...]:
         )
     frames = []
     for index, item in enumerate(per_frame):
-        position = _functional(item, shared, "PlanePositionSequence", "ImagePositionPatient")
-        orientation = _functional(
+        position = functional_value(item, shared, "PlanePositionSequence", "ImagePositionPatient")
+        orientation = functional_value(
             item, shared, "PlaneOrientationSequence", "ImageOrientationPatient"
         )
-        spacing = _functional(item, shared, "PixelMeasuresSequence", "PixelSpacing")
+        spacing = functional_value(item, shared, "PixelMeasuresSequence", "PixelSpacing")
         if position is None or orientation is None or spacing is None:
             raise ReadError(f"frame {index + 1} lacks plane position/orientation/spacing", path)
-        slope = _functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
-        intercept = _functional(
+        slope = functional_value(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = functional_value(
             item, shared, "PixelValueTransformationSequence", "RescaleIntercept"
         )
         frames.append(
@@ -285,7 +286,9 @@ def decimals(header: Dataset, keyword: str, path: Path) -> tuple[float, ...] | N
     element = header.get_item(keyword)
     if element is None:
         return None
-    if isinstance(element.value, bytes) and element.VR in ("DS", "IS"):
+    # implicit-VR files leave raw elements without a VR: the dictionary's is the one
+    vr = element.VR or dictionary_VR(element.tag)
+    if isinstance(element.value, bytes) and vr in ("DS", "IS"):
         values: list[Any] = element.value.split(b"\\")
     else:
         converted = header.get(keyword)
@@ -306,7 +309,8 @@ def _required(header: Dataset, keyword: str, count: int, path: Path) -> tuple[fl
     return _floats(numbers, count, path)
 
 
-def _functional(item: Dataset, shared: Dataset, sequence: str, keyword: str) -> Any:
+def functional_value(item: Dataset, shared: Dataset, sequence: str, keyword: str) -> Any:
+    """``keyword`` of functional group ``sequence``: the frame's ``item``, else ``shared``."""
     for source in (item, shared):
         seq = source.get(sequence)
         if seq and keyword in seq[0]:

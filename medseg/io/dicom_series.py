@@ -31,6 +31,13 @@ from medseg.io.dicom_geometry import DicomFrame
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+#: annotation objects (labels, not images): SOP class -> the format medseg reads them as
+ANNOTATION_SOP_CLASSES = {
+    SEGMENTATION_SOP_CLASS: "dicom-seg",
+    "1.2.840.10008.5.1.4.1.1.66.7": "dicom-seg",  # Label Map Segmentation
+    RTSTRUCT_SOP_CLASS: "rtstruct",
+}
 HEADER_KEYWORDS = [
     "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
     "FrameOfReferenceUID", "PatientID", "Modality", "SeriesDescription", "SeriesNumber",
@@ -166,6 +173,13 @@ def malformed_header(path: Path) -> Iterator[None]:
         raise ReadError(f"malformed DICOM header ({detail})", path) from exc
 
 
+def annotation_format(header: Dataset | None) -> str | None:
+    """"rtstruct" or "dicom-seg" for an annotation object's header, else None."""
+    if header is None:
+        return None
+    return ANNOTATION_SOP_CLASSES.get(str(header.get("SOPClassUID", "")))
+
+
 def read_headers(paths: Sequence[Path]) -> list[Dataset | None]:
     """Read the headers of many files, in input order (in threads for large folders)."""
     return parallel_map(read_header, paths)
@@ -186,6 +200,14 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 def scan_folder(folder: str | Path) -> list[DicomSeries]:
     """Every image series found under ``folder`` (recursively), ordered by folder and number."""
+    return scan_folder_with_annotations(folder)[0]
+
+
+def scan_folder_with_annotations(
+    folder: str | Path,
+) -> tuple[list[DicomSeries], list[tuple[Path, str]]]:
+    """Every image series under ``folder`` and every annotation file there (path and
+    format, "rtstruct" or "dicom-seg"), from one pass over the headers."""
     folder = Path(folder)
     files = _candidate_files(folder)
     if not files:
@@ -195,7 +217,9 @@ def scan_folder(folder: str | Path) -> list[DicomSeries]:
     if not images:
         raise ReadError(_no_images_message(headers), folder)
     _check_no_pixelless_members(files, headers, images)
-    return _group(images)
+    annotations = [(p, fmt) for p, h in zip(files, headers, strict=True)
+                   if (fmt := annotation_format(h)) is not None]
+    return _group(images), annotations
 
 
 def scan_file(path: str | Path) -> list[DicomSeries]:
@@ -289,8 +313,8 @@ def _single_header(path: Path) -> Dataset:
 def _is_image(header: Dataset | None) -> bool:
     if header is None or _is_dicomdir(header):
         return False
-    if str(header.get("SOPClassUID", "")) == SEGMENTATION_SOP_CLASS:
-        return False  # DICOM-SEG objects are labels, read by medseg.io.dicom_seg
+    if str(header.get("SOPClassUID", "")) in ANNOTATION_SOP_CLASSES:
+        return False  # labels, read by medseg.io.dicom_seg_read and medseg.io.rtstruct
     return "Rows" in header and "Columns" in header and "PixelData" in header
 
 

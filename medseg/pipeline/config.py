@@ -20,7 +20,9 @@ import yaml
 
 import medseg
 from medseg.core.errors import ConfigError
+from medseg.data import DEFAULT_LABEL_SOURCE, LabelSource
 from medseg.inference.predictor import InferenceSettings
+from medseg.io.annotation import Overlap
 from medseg.metrics.evaluate import DEFAULT_NSD_TOLERANCE_MM
 from medseg.pipeline.schema import (
     Source,
@@ -52,7 +54,19 @@ class DatasetConfig:
 
     path: Path = field(metadata=doc(
         "Dataset root: a Decathlon folder (dataset.json, imagesTr/, labelsTr/) or a folder "
-        "of DICOM studies whose image series are paired with a mask series.", exists=True))
+        "of DICOM studies whose image series are paired with a mask series, an RTSTRUCT or "
+        "a DICOM-SEG (label_source).", exists=True))
+    label_source: LabelSource = field(default=DEFAULT_LABEL_SOURCE, metadata=doc(
+        "DICOM studies only: labels from mask series (mask_series), or from every RTSTRUCT "
+        "or DICOM-SEG file, on the image series it was drawn on."))
+    structures: dict[str, tuple[str, ...] | None] | None = field(default=None, metadata=doc(
+        "rtstruct/dicom-seg only: label name -> other spellings of its ROI or segment name "
+        "(compared ignoring case, spaces, '_' and '-'; '/regex/' searches); label values "
+        "1, 2, ... in this order (null: the names found in every file). A case lacking a "
+        "structure has none of it in its label map."))
+    overlap: Overlap | None = field(default=None, metadata=doc(
+        "rtstruct/dicom-seg only: where structures overlap, the smaller one or the later "
+        "one wins, or it is an error (null: smaller for RTSTRUCT, error for DICOM-SEG)."))
     mask_series: str = field(default="MaskTumor", metadata=doc(
         "DICOM studies only: regular expression (case-insensitive; spaces, '_' and '-' "
         "ignored) matching the SeriesDescription of the mask series."))
@@ -162,10 +176,10 @@ class PredictConfig:
     inputs: tuple[Path, ...] = field(default=(), metadata=doc(
         "Extra inputs to predict (files, folders, DICOM series or studies); their outputs "
         "go to predictions/extra/.", exists=True))
-    format: Literal["nifti", "dicom-seg"] = field(default="nifti", metadata=doc(
-        "Output format of predict.inputs. With dicom-seg, held-out DICOM cases also get a "
-        "DICOM-SEG in predictions/dicom_seg/ (their NIfTI, for evaluation, is always written)."
-        ))
+    format: Literal["nifti", "dicom-seg", "rtstruct"] = field(default="nifti", metadata=doc(
+        "Output format of predict.inputs. With dicom-seg (rtstruct), held-out DICOM cases also "
+        "get a DICOM-SEG (RTSTRUCT) in predictions/dicom_seg/ (rtstruct/); their NIfTI, for "
+        "evaluation, is always written."))
     tta: bool | None = field(default=None, metadata=doc(
         "Test-time mirroring (null: the plan's choice, on where the device predicts a "
         "median case with it within a minute)."))

@@ -2,7 +2,7 @@
 
 A small hand-written checker (no schema library): every field's type hint says what is
 accepted (``bool``, ``int``, ``float``, ``str``, ``Path``, ``Literal[...]``, ``X | None``,
-``tuple[X, ...]``, ``dict[str, X]``), and every error names the file, the dotted key and
+``tuple[X, ...]``, ``dict[K, V]``), and every error names the file, the dotted key and
 what was expected.
 Field ``metadata`` (built with :func:`doc`) carries the documentation, whether a path must
 exist and whether the value takes part in a stage's hash.
@@ -82,7 +82,8 @@ def type_name(tp: Any) -> str:
     if origin is tuple:
         return f"list of {type_name(args[0])}"
     if origin is dict:
-        return f"mapping of name to {type_name(args[1])}"
+        value = type_name(args[1])
+        return f"mapping of {type_name(args[0])} to {f'({value})' if '|' in value else value}"
     return {bool: "bool", int: "int", float: "number", str: "string", Path: "path"}.get(
         tp, str(tp)
     )
@@ -114,7 +115,9 @@ def _convert(value: Any, tp: Any, key: str, src: Source, exists: bool) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise _fail(src, key, f"expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{key}.{k}", src, exists) for k, v in value.items()}
+        return {_convert(k, args[0], key, src, exists): _convert(v, args[1], f"{key}.{k}", src,
+                                                                  exists)
+                for k, v in value.items()}
     if origin is tuple:
         items = value if isinstance(value, list | tuple) else None
         if items is None:
@@ -225,8 +228,6 @@ def reference_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str
             continue
         if f.default is not dataclasses.MISSING:
             default = json.dumps(to_plain(f.default))
-        elif f.default_factory is not dataclasses.MISSING:
-            default = json.dumps(to_plain(f.default_factory()))
         else:
             default = "required"
         meaning = f.metadata.get("doc", "")

@@ -11,7 +11,7 @@ folder explains itself::
     RUN/fingerprint.json  plan.json                                (plan)
     RUN/preprocessed/<hash>/                                       (preprocess)
     RUN/splits.json  RUN/train/<config>/fold_<k>/                  (train)
-    RUN/predictions/holdout/  extra/  dicom_seg/                   (predict)
+    RUN/predictions/holdout/  extra/  dicom_seg/ or rtstruct/      (predict)
     RUN/evaluation/  per_case.csv, summary.json, index.html, ...   (evaluate)
 """
 
@@ -27,12 +27,12 @@ from pathlib import Path
 from medseg.core import Volume
 from medseg.core.atomic import write_json
 from medseg.core.errors import ConfigError, DatasetError, InputError
-from medseg.data import Case, load_dataset, read_case, validate_dataset
+from medseg.data import Case, describe_dataset, load_dataset, read_case, validate_dataset
 from medseg.data import write_listing as write_dataset_listing
-from medseg.inference.batch import BatchOptions, predict_batch, summary_table
+from medseg.inference.batch import DICOM_FORMATS, BatchOptions, predict_batch, summary_table
 from medseg.inference.jobs import Job, discover_jobs
 from medseg.inference.predictor import InferenceSettings, Predictor
-from medseg.io import write_volume
+from medseg.io import Structure, write_volume
 from medseg.metrics import evaluate_folders
 from medseg.pipeline.config import NetworkConfig, PipelineConfig
 from medseg.pipeline.holdout import LISTING_FILE, draw_holdout, split_dataset, write_holdout
@@ -49,6 +49,7 @@ PLAN_FILE = "plan.json"
 PREDICTIONS_DIR = "predictions"
 HOLDOUT_DIR = "holdout"
 DICOM_SEG_DIR = "dicom_seg"
+RTSTRUCT_DIR = "rtstruct"
 EXTRA_DIR = "extra"
 EVALUATION_DIR = "evaluation"
 
@@ -57,8 +58,14 @@ EVALUATION_DIR = "evaluation"
 def ingest(ctx: StageContext) -> StageResult:
     """Find the cases, validate them, draw the hold-out and keep its references as NIfTI."""
     cfg = ctx.config.dataset
+    structures = ([Structure(n, tuple(p or ())) for n, p in cfg.structures.items()]
+                  if cfg.structures else None)
     dataset = load_dataset(cfg.path, mask_pattern=cfg.mask_series, channels=cfg.channels,
-                           regularize_slices=cfg.regularize_slices)
+                           regularize_slices=cfg.regularize_slices,
+                           label_source=cfg.label_source, structures=structures,
+                           overlap=cfg.overlap)
+    for line in describe_dataset(dataset):
+        log.info("%s", line)
     report = validate_dataset(dataset, strict=cfg.strict)
     if report.excluded:
         log.warning(report.summary())
@@ -185,8 +192,8 @@ def train(ctx: StageContext) -> StageResult:
 
 # --- predict ----------------------------------------------------------------------------
 def predict(ctx: StageContext) -> StageResult:
-    """Predict the held-out cases (NIfTI, plus DICOM-SEG for DICOM cases when asked) and
-    ``predict.inputs``, from their source files onto their own grids."""
+    """Predict the held-out cases (NIfTI, plus DICOM-SEG or RTSTRUCT for DICOM cases when
+    asked) and ``predict.inputs``, from their source files onto their own grids."""
     cfg = ctx.config.predict
     predictor = Predictor.load(
         ctx.run_dir, folds=trained_folds(ctx), config=ctx.config.train.configuration,
@@ -196,8 +203,9 @@ def predict(ctx: StageContext) -> StageResult:
     out = ctx.run_dir / PREDICTIONS_DIR
     jobs = [Job(c.case_id, c, is_dicom=c.images[0].is_dir()) for c in held_out]
     batches = [(jobs, out / HOLDOUT_DIR, "nifti")]
-    if cfg.format == "dicom-seg":
-        batches.append(([j for j in jobs if j.is_dicom], out / DICOM_SEG_DIR, "dicom-seg"))
+    if cfg.format in DICOM_FORMATS:
+        folder = DICOM_SEG_DIR if cfg.format == "dicom-seg" else RTSTRUCT_DIR
+        batches.append(([j for j in jobs if j.is_dicom], out / folder, cfg.format))
     if cfg.inputs:
         channels = list(predictor.plan.channels.values())
         batches.append((discover_jobs(cfg.inputs, channels), out / EXTRA_DIR, cfg.format))

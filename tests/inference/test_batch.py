@@ -10,8 +10,8 @@ import pytest
 
 from medseg.cli.main import main
 from medseg.core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL
-from medseg.io import read_volume, write_volume
-from medseg.io.dicom_seg import read_dicom_seg
+from medseg.io import read_annotation, read_volume, write_volume
+from medseg.io.dicom_seg_read import read_dicom_seg
 from tests.inference.dicom_synth import write_dicom_series
 from tests.inference.helpers import tiny_plan
 
@@ -110,7 +110,7 @@ def test_series_option_and_dicom_seg_output(run_dir, dicom_study, tmp_path):
     assert _predict("-m", run_dir, "-i", dicom_study, "-o", seg, "--series", "T2",
                     "--format", "dicom-seg") == EXIT_OK
     series = read_volume(dicom_study / "02_T2 oblique")
-    decoded = read_dicom_seg(seg / "02_T2_oblique.dcm", series, tiny_plan().labels)
+    decoded = read_dicom_seg(seg / "02_T2_oblique.dcm", series, tiny_plan().labels).labels
     expected = read_volume(nifti / "02_T2_oblique.nii.gz")
     np.testing.assert_array_equal(decoded.array, expected.array)
 
@@ -119,3 +119,18 @@ def test_dicom_seg_needs_dicom_inputs(run_dir, nifti_inputs, tmp_path):
     code = _predict("-m", run_dir, "-i", nifti_inputs / "ras_case.nii.gz", "-o", tmp_path / "o",
                     "--format", "dicom-seg")
     assert code == EXIT_BAD_INPUT
+
+
+def test_rtstruct_and_nifti_outputs_at_once(run_dir, dicom_study, tmp_path):
+    out = tmp_path / "out"
+    assert _predict("-m", run_dir, "-i", dicom_study, "-o", out, "--series", "T2",
+                    "--format", "nifti", "rtstruct") == EXIT_OK
+    assert sorted(p.name for p in out.iterdir()) == ["02_T2_oblique.nii.gz",
+                                                     "02_T2_oblique_rtstruct.dcm"]
+    series = read_volume(dicom_study / "02_T2 oblique")
+    contours = read_annotation(out / "02_T2_oblique_rtstruct.dcm", series,
+                               structures=tiny_plan().labels)
+    expected = read_volume(out / "02_T2_oblique.nii.gz")  # the oblique series' own grid
+    np.testing.assert_array_equal(contours.labels.array, expected.array)
+    assert _predict("-m", run_dir, "-i", dicom_study, "-o", out, "--series", "T2",
+                    "--format", "nifti", "rtstruct") == EXIT_OK  # both exist: skipped

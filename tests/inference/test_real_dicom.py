@@ -10,7 +10,7 @@ from medseg.inference import Predictor, predict_volume
 from medseg.inference.batch import BatchOptions, predict_batch
 from medseg.inference.jobs import discover_jobs
 from medseg.io import read_volume
-from medseg.io.dicom_seg import read_dicom_seg
+from medseg.io.dicom_seg_read import read_dicom_seg
 from medseg.models import build_network
 from medseg.preprocess.plan import Plan
 from tests.conftest import DICOM_ROOT, requires_shared
@@ -47,7 +47,7 @@ def test_oblique_pgbm_series_to_dicom_seg(tmp_path):
     referenced = {item.ReferencedSOPInstanceUID
                   for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == set(image.meta["sop_instance_uids"])
-    decoded = read_dicom_seg(results[0].output, image, plan.labels)
+    decoded = read_dicom_seg(results[0].output, image, plan.labels).labels
     np.testing.assert_array_equal(decoded.array, labels.array)
 
 

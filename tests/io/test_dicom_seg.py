@@ -11,7 +11,8 @@ import pytest
 
 from medseg.core import Volume
 from medseg.core.errors import GeometryError, OutputError
-from medseg.io.dicom_seg import read_dicom_seg, write_dicom_seg
+from medseg.io.dicom_seg import write_dicom_seg
+from medseg.io.dicom_seg_read import read_dicom_seg
 from tests.conftest import make_affine, sphere_label
 from tests.inference.dicom_synth import write_dicom_series
 
@@ -42,7 +43,7 @@ def _labels(source: Volume) -> Volume:
 def test_round_trip_decodes_the_same_mask(source, tmp_path):
     labels = _labels(source)
     write_dicom_seg(labels, tmp_path / "seg.dcm", NAMES)
-    back = read_dicom_seg(tmp_path / "seg.dcm", source, NAMES)
+    back = read_dicom_seg(tmp_path / "seg.dcm", source, NAMES).labels
     assert back.same_grid(source)
     np.testing.assert_array_equal(back.array, labels.array)
 
@@ -75,7 +76,7 @@ def test_label_values_map_to_consecutive_segments(source, tmp_path):
     names = {0: "background", 1: "liver", 7: "tumour"}
     write_dicom_seg(source.with_array(lab), tmp_path / "seg.dcm", names)
     assert hd.seg.segread(tmp_path / "seg.dcm").segment_numbers == [1, 2]
-    back = read_dicom_seg(tmp_path / "seg.dcm", source, names)
+    back = read_dicom_seg(tmp_path / "seg.dcm", source, names).labels
     np.testing.assert_array_equal(back.array, lab)
 
 
