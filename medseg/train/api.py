@@ -223,7 +223,8 @@ def fold_plan(plan: Plan, config: str, out_dir: Path, device: torch.device,
             budget = Budget(max_minutes, describe_device(device), device_memory_gb(device),
                             validation_cases)
             chosen = fit_plan(plan, [config], budget,
-                              timer or device_timer(plan, device, settings.precision))
+                              timer or device_timer(plan, device, settings.precision),
+                              reuse_measurements=False)
             return chosen.to_dict()
 
         fitted = Plan.from_dict(dist.broadcast(fit_on_main() if dist.is_main else None))

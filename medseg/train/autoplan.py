@@ -348,10 +348,12 @@ def _keep_pinned(current: TrainingPlan, fitted: TrainingPlan, pinned: set[str]
     return TrainingPlan.from_dict(values)
 
 
-def fit_plan(plan: Plan, names: Sequence[str], budget: Budget, timer: StepTimer) -> Plan:
+def fit_plan(plan: Plan, names: Sequence[str], budget: Budget, timer: StepTimer,
+             reuse_measurements: bool = True) -> Plan:
     """``plan`` with the configurations ``names`` fitted to ``budget``; ``plan.auto``
     records the reference, what was chosen and the measured step times (reused on the
-    same device)."""
+    same device unless ``reuse_measurements`` is False: training measures afresh, since
+    the machine may be busier or quieter than when the plan was made)."""
     auto = dict(plan.auto)
     measured_all: dict[str, dict[str, float]] = dict(auto.get("measured", {}))
     configurations = dict(plan.configurations)
@@ -360,7 +362,7 @@ def fit_plan(plan: Plan, names: Sequence[str], budget: Budget, timer: StepTimer)
         entry.setdefault("reference", plan.configuration(name).to_dict())
         fitted, measured = fit_configuration(
             plan.with_changes(auto={**auto, name: entry}), name, budget, timer,
-            measured_all.get(budget.device))
+            measured_all.get(budget.device) if reuse_measurements else None)
         measured_all[budget.device] = measured
         entry["chosen"] = {k: v for k, v in fitted.to_dict().items() if k != "reasons"}
         auto[name] = entry
