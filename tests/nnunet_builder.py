@@ -5,20 +5,20 @@ nnU-Net reads its folders from environment variables at import time, so the nnU-
 always runs in a child process (``python -m tests.nnunet_builder``) with its own
 ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results``; nothing here imports nnunetv2.
 
-    raw = write_synthetic_raw(root / "raw", 1, spacing=(1, 1, 1))
-    model = build_model_folder(root, 1, "3d_fullres", iterations=0)   # random weights
-    # model: root/results/Dataset001_Tiny/nnUNetTrainer__nnUNetPlans__3d_fullres
+    write_synthetic_raw(root / "raw", 1, spacings=((1, 1, 1),))
+    folders = build_model_folders(root, [{"id": 1, "configs": ["3d_fullres"]}])
+    # folders["1/3d_fullres"]: root/results/Dataset001_Tiny/nnUNetTrainer__nnUNetPlans__3d_fullres
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -55,81 +55,89 @@ def synthetic_case(shape: Sequence[int], rng: np.random.Generator,
     for c in range(channels):
         img = 100 + 40 * (label == 1) + 80 * (label == 2) + rng.normal(0, 10, shape)
         img = img * (1 + 0.2 * c)
-        img[:2] = 0  # a zero border: exercises crop-to-nonzero
+        img[:7] = 0  # a zero slab: crop-to-nonzero (and nnU-Net's use_mask_for_norm)
+        img[7:10, :5] = 0  # a notch open to the outside: the normalisation mask matters
         images.append(img.astype(np.float32))
     return np.stack(images), label
 
 
-def write_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) -> None:
-    affine = np.diag([*spacing, 1.0])
+def write_nifti(array: np.ndarray, spacing: Sequence[float], path: Path,
+                oblique: float = 0.0) -> None:
+    """NIfTI with the given voxel spacing (optionally rotated ``oblique`` degrees about z)."""
+    c, si = np.cos(np.radians(oblique)), np.sin(np.radians(oblique))
+    rotation = np.array([[c, -si, 0], [si, c, 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * np.asarray(spacing, dtype=np.float64)
     affine[:3, 3] = [-5.0, 3.0, 7.0]
     nib.save(nib.Nifti1Image(array, affine), str(path))
 
 
 def write_synthetic_raw(
     raw_root: Path, dataset_id: int, *, n_cases: int = 5, shape: Sequence[int] = (24, 28, 20),
-    spacings: Sequence[Sequence[float]] = ((1.0, 1.0, 1.0),), channels: int = 1,
-    seed: int = 0, name: str = "Tiny",
+    spacings: Sequence[Sequence[float]] = ((1.0, 1.0, 1.0),),
+    channel_names: Sequence[str] = ("MRI",), regions: bool = False, seed: int = 0,
+    name: str = "Tiny",
 ) -> Path:
-    """An nnU-Net v2 raw dataset of synthetic cases (spacings cycle over ``spacings``)."""
+    """An nnU-Net v2 raw dataset of synthetic cases (spacings cycle over ``spacings``); with
+    ``regions`` its labels are regions (``whole`` = {1, 2}, ``core`` = {2})."""
     folder = raw_root / dataset_name(dataset_id, name)
-    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (folder / "labelsTr").mkdir(exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    write_inputs(folder / "imagesTr", n_cases, shape, spacings, len(channel_names), seed,
+                 labels=folder / "labelsTr")
+    labels: dict[str, Any] = {"background": 0, "outer": 1, "inner": 2}
+    meta: dict[str, Any] = {"channel_names": dict(enumerate(channel_names)),
+                            "numTraining": n_cases, "file_ending": ".nii.gz", "name": name}
+    if regions:
+        labels = {"background": 0, "whole": [1, 2], "core": [2]}
+        meta["regions_class_order"] = [1, 2]
+    meta["labels"] = labels
+    (folder / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def write_inputs(folder: Path, n_cases: int, shape: Sequence[int],
+                 spacings: Sequence[Sequence[float]], channels: int = 1, seed: int = 1,
+                 labels: Path | None = None, oblique: float = 0.0, prefix: str = "case") -> Path:
+    """``<prefix>NNN_<cccc>.nii.gz`` images (and labels into ``labels``) of synthetic cases."""
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n_cases):
         images, label = synthetic_case(shape, rng, channels)
         spacing = spacings[i % len(spacings)]
         for c in range(channels):
-            write_nifti(images[c], spacing, folder / "imagesTr" / f"case{i:03d}_{c:04d}.nii.gz")
-        write_nifti(label, spacing, folder / "labelsTr" / f"case{i:03d}.nii.gz")
-    meta = {"channel_names": {str(c): ("MRI" if c == 0 else f"T{c}") for c in range(channels)},
-            "labels": {"background": 0, "outer": 1, "inner": 2},
-            "numTraining": n_cases, "file_ending": ".nii.gz", "name": name}
-    (folder / "dataset.json").write_text(json.dumps(meta, indent=1))
+            write_nifti(images[c], spacing, folder / f"{prefix}{i:03d}_{c:04d}.nii.gz", oblique)
+        if labels is not None:
+            write_nifti(label, spacing, labels / f"{prefix}{i:03d}.nii.gz", oblique)
     return folder
 
 
-def build_model_folder(
-    root: Path, dataset_id: int, configuration: str, *, iterations: int = 0,
-    folds: Sequence[str] = ("0",), planner: str = "ExperimentPlanner",
-    target_spacing: Sequence[float] | None = None, timeout: float = 900,
-) -> Path:
-    """Plan + preprocess ``root/raw/DatasetXXX`` with nnU-Net and write a trained-model folder
-    (random weights when ``iterations`` is 0, else that many training iterations per fold)."""
-    cmd = [sys.executable, "-m", "tests.nnunet_builder", "--root", str(root),
-           "--id", str(dataset_id), "--config", configuration, "--iterations", str(iterations),
-           "--planner", planner, "--folds", *folds]
-    if target_spacing is not None:
-        cmd += ["--target-spacing", *(str(s) for s in target_spacing)]
-    done = subprocess.run(cmd, env=nnunet_env(root), cwd=REPO, capture_output=True, text=True,
+def build_model_folders(root: Path, jobs: Sequence[Mapping[str, Any]],
+                        predictions: Sequence[Mapping[str, Any]] = (),
+                        timeout: float = 1800) -> dict[str, Path]:
+    """Plan, preprocess and write trained-model folders with nnU-Net, then run nnU-Net's
+    predictor, all in one child process (one nnU-Net import).
+
+    ``jobs``: ``{"id": 1, "configs": ["3d_fullres", "2d"], "folds": ["0"], "iterations": 0,
+    "target_spacing": None}`` (random weights when ``iterations`` is 0, else that many
+    training iterations per fold). ``predictions``: ``{"model": "<id>/<config>", "inputs":
+    DIR, "output": DIR, "folds": [...], "mirror": False}`` (probabilities saved).
+    Returns ``{"<id>/<config>": model folder}``.
+    """
+    spec = root / "nnunet_jobs.json"
+    spec.write_text(json.dumps({"jobs": list(jobs), "predictions": [
+        {**p, "inputs": str(p["inputs"]), "output": str(p["output"])} for p in predictions]}))
+    done = subprocess.run([sys.executable, "-m", "tests.nnunet_builder", str(spec)],
+                          env=nnunet_env(root), cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
     if done.returncode:
-        raise RuntimeError(f"nnU-Net build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def nnunet_predict(model: Path, root: Path, inputs: Path, output: Path, folds: Sequence[str],
-                   timeout: float = 900) -> None:
-    """nnU-Net's own predictor (no mirroring, probabilities saved) on a folder of inputs."""
-    code = (
-        "import sys, torch; from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor;"
-        "p = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=torch.device('cpu'),"
-        " allow_tqdm=False, perform_everything_on_device=False);"
-        "p.initialize_from_trained_model_folder(sys.argv[1], use_folds=sys.argv[4:]);"
-        "p.predict_from_files_sequential(sys.argv[2], sys.argv[3], save_probabilities=True)"
-    )
-    output.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-c", code, str(model), str(inputs), str(output),
-                           *folds], env=nnunet_env(root), capture_output=True, text=True,
-                          timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(f"nnU-Net predict failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"nnU-Net failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return {k: Path(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
 # --- child process (nnU-Net imported here only) ----------------------------------------------
 
 
-def _child(args: argparse.Namespace) -> Path:
+def _build(job: Mapping[str, Any]) -> dict[str, str]:
     import torch
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
@@ -139,57 +147,70 @@ def _child(args: argparse.Namespace) -> Path:
     from nnunetv2.run.run_training import get_trainer_from_args
 
     torch.manual_seed(0)
-    plans_name = "nnUNetPlans" if args.planner == "ExperimentPlanner" else None
-    extract_fingerprints([args.id], num_processes=1, check_dataset_integrity=True,
+    extract_fingerprints([job["id"]], num_processes=1, check_dataset_integrity=True,
                          verbose=False, show_progress_bar=False)
-    spacing = tuple(args.target_spacing) if args.target_spacing else None
-    plans_name = plan_experiments([args.id], args.planner, overwrite_target_spacing=spacing) \
-        or plans_name
-    preprocess([args.id], plans_name, configurations=(args.config,), num_processes=(1,),
-               show_progress_bar=False)
-    folder = None
-    for fold in args.folds:
-        trainer = get_trainer_from_args(str(args.id), args.config, fold if fold == "all"
-                                        else int(fold), "nnUNetTrainer", plans_name,
-                                        device=torch.device("cpu"))
-        trainer.initialize()
-        folder = Path(trainer.output_folder_base)
-        if args.iterations:
-            _train(trainer, args.iterations)
-        else:
-            trainer.on_train_start()  # writes plans.json/dataset.json next to the folds
-            trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
-            _stop_loaders(trainer)
-    assert folder is not None
-    return folder
+    spacing = job.get("target_spacing")
+    plans_name = plan_experiments([job["id"]], overwrite_target_spacing=spacing and
+                                  tuple(spacing)) or "nnUNetPlans"
+    preprocess([job["id"]], plans_name, configurations=tuple(job["configs"]),
+               num_processes=(1,) * len(job["configs"]), show_progress_bar=False)
+    folders = {}
+    for config in job["configs"]:
+        for fold in job.get("folds", ["0"]):
+            trainer = get_trainer_from_args(str(job["id"]), config, fold if fold == "all"
+                                            else int(fold), "nnUNetTrainer", plans_name,
+                                            device=torch.device("cpu"))
+            if job.get("iterations"):
+                trainer.num_iterations_per_epoch = job["iterations"]
+                trainer.num_val_iterations_per_epoch = 1
+                trainer.num_epochs = 1
+                trainer.run_training()  # writes checkpoint_final.pth
+            else:  # nnU-Net's initialised network, saved as its trainer saves it
+                trainer.initialize()
+                trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+                base = Path(trainer.output_folder_base)
+                (base / "plans.json").write_text(json.dumps(trainer.plans_manager.plans))
+                (base / "dataset.json").write_text(json.dumps(trainer.dataset_json))
+                trainer.save_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
+            folders[f"{job['id']}/{config}"] = str(trainer.output_folder_base)
+    return folders
 
 
-def _train(trainer, iterations: int) -> None:
-    trainer.num_iterations_per_epoch = iterations
-    trainer.num_val_iterations_per_epoch = 1
-    trainer.num_epochs = 1
-    trainer.run_training()  # saves checkpoint_final.pth
+def _predict(folder: str, prediction: Mapping[str, Any]) -> None:
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=prediction.get("mirror", False),
+                                device=torch.device("cpu"), perform_everything_on_device=False,
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(folder, prediction.get("folds", ["0"]))
+    Path(prediction["output"]).mkdir(parents=True, exist_ok=True)
+    predictor.predict_from_files_sequential(prediction["inputs"], prediction["output"],
+                                            save_probabilities=True)
 
 
-def _stop_loaders(trainer) -> None:
-    for loader in (getattr(trainer, "dataloader_train", None),
-                   getattr(trainer, "dataloader_val", None)):
-        if loader is not None and hasattr(loader, "_finish"):
-            loader._finish()
+def _threads_for_spawned_pools() -> None:
+    """Run nnU-Net's ``get_context("spawn").Pool`` workers as threads: each spawned process
+    would re-import nnU-Net (seconds) for a few tiny cases. Test fixtures only."""
+    import multiprocessing.context
+    import multiprocessing.dummy
+
+    def pool(self, processes=None, *args, **kwargs):
+        return multiprocessing.dummy.Pool(processes)
+
+    multiprocessing.context.SpawnContext.Pool = pool  # type: ignore[method-assign]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--id", type=int, required=True)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--iterations", type=int, default=0)
-    parser.add_argument("--planner", default="ExperimentPlanner")
-    parser.add_argument("--folds", nargs="+", default=["0"])
-    parser.add_argument("--target-spacing", type=float, nargs=3)
-    folder = _child(parser.parse_args())
+    _threads_for_spawned_pools()
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    folders: dict[str, str] = {}
+    for job in spec["jobs"]:
+        folders.update(_build(job))
+    for prediction in spec["predictions"]:
+        _predict(folders[prediction["model"]], prediction)
     sys.stdout.flush()
-    print(folder)
+    print(json.dumps(folders))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class NnunetPredictor(Predictor):
     def preprocess(self, volume: Volume) -> PreprocessedCase:
         return preprocess_nnunet(volume, self.nnunet)
 
+    @torch.inference_mode()
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Fold-averaged logits ``(K, *preprocessed shape)``: nnU-Net averages the folds' logits
         (in float16, as it does)."""

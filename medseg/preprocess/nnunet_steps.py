@@ -68,8 +68,8 @@ def preprocess_nnunet(volume: Volume, plan: NnunetPlan) -> PreprocessedCase:
     cropped = data[(slice(None), *window)].astype(np.float32)  # a copy: inputs stay intact
     mask = mask[window]
     target = list(plan.spacing) if not plan.is_2d else [spacing[0], *plan.spacing]
-    new_shape = [int(round(s / t * n)) for s, t, n in zip(spacing, target, cropped.shape[1:],
-                                                          strict=True)]
+    new_shape = [round(s / t * n) for s, t, n in zip(spacing, target, cropped.shape[1:],
+                                                      strict=True)]
     for c in range(cropped.shape[0]):
         normalize_channel(cropped[c], mask, plan, c)
     image = resample(cropped, new_shape, spacing, target, plan.resample_data)
