@@ -201,8 +201,22 @@ def _threads_for_spawned_pools() -> None:
     multiprocessing.context.SpawnContext.Pool = pool  # type: ignore[method-assign]
 
 
+def verify_dataset_integrity(folder: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """nnU-Net's own integrity check (``--verify_dataset_integrity``) of a raw dataset folder;
+    the completed child process (return code 0 when nnU-Net accepts the dataset)."""
+    return subprocess.run([sys.executable, "-m", "tests.nnunet_builder", "--verify", str(folder)],
+                          env=nnunet_env(folder.parent.parent / "nnunet_env"), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def main() -> None:
     _threads_for_spawned_pools()
+    if sys.argv[1] == "--verify":
+        from nnunetv2.experiment_planning.verify_dataset_integrity import (
+            verify_dataset_integrity as verify,
+        )
+        verify(sys.argv[2], num_processes=1)
+        return
     spec = json.loads(Path(sys.argv[1]).read_text())
     folders: dict[str, str] = {}
     for job in spec["jobs"]:
