@@ -26,14 +26,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def nnunet_env(root: Path) -> dict[str, str]:
-    """Environment for an nnU-Net child process rooted at ``root`` (CPU, few workers)."""
+def nnunet_env(root: Path, small: bool = True) -> dict[str, str]:
+    """Environment for an nnU-Net child process rooted at ``root``; ``small`` limits nnU-Net
+    to one worker process (tiny test datasets), otherwise its defaults stay (benchmarks)."""
     env = dict(os.environ)
     for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
                       ("nnUNet_results", "results")):
         env[name] = str(root / sub)
         (root / sub).mkdir(parents=True, exist_ok=True)
-    env.update(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", OMP_NUM_THREADS="2")
+    if small:
+        env.update(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", OMP_NUM_THREADS="2")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     return env
 
