@@ -80,7 +80,8 @@ def medseg_run(root: Path, work: Path, workers: int):
     shutil.rmtree(run, ignore_errors=True)
     script = (f"{BIN / 'medseg'} plan {root} --out {run} && "
               f"{BIN / 'medseg'} preprocess {run} --workers {workers}")
-    done = run_measured(["bash", "-c", script], {**nnunet_env(work, small=False), "PYTHONPATH": str(REPO)})
+    env = {**nnunet_env(work, small=False), "PYTHONPATH": str(REPO)}
+    done = run_measured(["bash", "-c", script], env)
     if done.returncode:
         raise RuntimeError(f"medseg failed:\n{done.tail}")
     return done

@@ -9,6 +9,7 @@ can be missed, equally on both sides of a comparison.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -58,10 +59,8 @@ def _sample(pid: int, peak: list[int], done: threading.Event) -> None:
         total = 0
         try:
             for p in [root, *root.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     total += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
         except psutil.NoSuchProcess:
             return
         peak[0] = max(peak[0], total)
