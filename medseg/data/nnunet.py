@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.core.errors import DatasetError
+from medseg.core.errors import DatasetError, InputError
 from medseg.data.dataset import Case, Dataset
 
 DEFAULT_FILE_ENDING = ".nii.gz"
@@ -52,12 +52,18 @@ def is_nnunet_raw(root: Path) -> bool:
 
 def read_dataset_json(path: Path) -> dict[str, Any]:
     """A dataset.json as a dict (DatasetError naming the file when unreadable)."""
+    return read_json_object(path, "dataset description", DatasetError)
+
+
+def read_json_object(path: Path, what: str,
+                     error: type[InputError] = DatasetError) -> dict[str, Any]:
+    """A JSON file holding an object; ``error`` names the file and says what is wrong."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read dataset description: {exc}", path) from exc
+        raise error(f"cannot read {what}: {exc}", path) from exc
     if not isinstance(data, dict):
-        raise DatasetError("dataset description must be a JSON object", path)
+        raise error(f"{what} must be a JSON object", path)
     return data
 
 

@@ -7,16 +7,15 @@ imported only here, when used) and loaded from ``fold_k/checkpoint_final.pth`` w
 from __future__ import annotations
 
 import importlib
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from medseg.core.errors import CheckpointError, ConfigError
+from medseg.models.checkpoint import load_weights_only
 from medseg.preprocess.nnunet_plans import NnunetPlan
 
 #: Modules an architecture entry of plans.json may name (nothing else is imported).
@@ -85,16 +84,9 @@ def fold_checkpoints(folder: Path, folds: Sequence[str | int] | None) -> list[Pa
 
 def load_nnunet_checkpoint(path: Path) -> dict[str, Any]:
     """An nnU-Net checkpoint read with ``weights_only=True`` (numpy scalars allowed)."""
-    try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS + _numpy_scalar_reconstructors()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError("cannot read checkpoint: not a file of tensors and plain values "
-                              "(refused by torch.load(weights_only=True))", path) from exc
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"cannot read checkpoint: {type(exc).__name__}: {first}",
-                              path) from exc
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path)
+    ckpt = load_weights_only(path, _SAFE_GLOBALS + _numpy_scalar_reconstructors())
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise CheckpointError("not an nnU-Net checkpoint (no network_weights)", path)
     return ckpt

@@ -8,7 +8,6 @@ shape here is in nnU-Net's transposed order unless named otherwise.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from medseg.core.errors import ConfigError
-from medseg.data.nnunet import NnunetLabels, parse_channels, parse_labels, read_dataset_json
+from medseg.data.nnunet import (
+    NnunetLabels,
+    parse_channels,
+    parse_labels,
+    read_dataset_json,
+    read_json_object,
+)
 
 #: Model folder names: ``<Trainer>__<Plans>__<configuration>``.
 MODEL_FOLDER = re.compile(r"^(?P<trainer>[^_].*?)__(?P<plans>.+?)__(?P<config>[^_].*)$")
@@ -86,7 +91,7 @@ class NnunetPlan:
     def load(cls, folder: str | Path) -> NnunetPlan:
         folder = Path(folder)
         plans_file = folder / "plans.json"
-        plans = _read_json(plans_file)
+        plans = read_json_object(plans_file, "nnU-Net plans", ConfigError)
         dataset = read_dataset_json(folder / "dataset.json")
         match = MODEL_FOLDER.match(folder.name)
         if match is None:
@@ -162,13 +167,3 @@ def _configuration(plans: Mapping[str, Any], name: str, where: Path) -> dict[str
         seen.add(parent)
         config = {**configs[parent], **config}
     return config
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read nnU-Net plans: {exc}", path) from exc
-    if not isinstance(data, dict):
-        raise ConfigError("nnU-Net plans must be a JSON object", path)
-    return data

@@ -25,6 +25,7 @@ from medseg.core import Volume, geometry
 from medseg.core.errors import GeometryError
 from medseg.preprocess.case import PreprocessedCase
 from medseg.preprocess.nnunet_plans import ANISOTROPY_THRESHOLD, NnunetPlan, Resampling
+from medseg.preprocess.steps import nonzero_bbox
 
 #: Output planes resampled at once when mapping logits back (bounds the temporaries).
 PLANES_PER_CHUNK = 8
@@ -63,7 +64,7 @@ def preprocess_nnunet(volume: Volume, plan: NnunetPlan) -> PreprocessedCase:
                             f"expects {len(plan.channels)}", volume.meta.get("source"))
     data, spacing, orientation = to_nnunet_axes(volume, plan)
     mask = ndimage.binary_fill_holes(np.any(data != 0, axis=0))
-    bbox = _bbox(mask)
+    bbox = nonzero_bbox(mask[None])  # nnU-Net crops nothing from an all-zero image
     window = tuple(slice(lo, hi) for lo, hi in bbox)
     cropped = data[(slice(None), *window)].astype(np.float32)  # a copy: inputs stay intact
     mask = mask[window]
@@ -82,16 +83,6 @@ def preprocess_nnunet(volume: Volume, plan: NnunetPlan) -> PreprocessedCase:
         "target_spacing": target, "shape": list(image.shape[1:]),
     }
     return PreprocessedCase(np.ascontiguousarray(image, dtype=np.float32), None, record)
-
-
-def _bbox(mask: np.ndarray) -> list[list[int]]:
-    """``[[lo, hi), ...]`` of the mask (nnU-Net crops nothing from an all-zero image)."""
-    bbox = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        bbox.append([int(hits[0]), int(hits[-1]) + 1] if hits.size else [0, mask.shape[axis]])
-    return bbox
 
 
 def normalize_channel(x: np.ndarray, mask: np.ndarray, plan: NnunetPlan, c: int) -> None:
