@@ -1,6 +1,6 @@
 """nnU-Net v2 model folders for the nnU-Net benchmarks, built with nnU-Net's own code.
 
-    python benchmarks/nnunet_models.py hippocampus [--work DIR] [--iterations 40]
+    python benchmarks/nnunet_models.py hippocampus [--work DIR] [--iterations 250]
     python benchmarks/nnunet_models.py ct [--work DIR]
 
 ``hippocampus``: the shared 208 cases minus 10 held out (every 20th case id, never used
@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=("hippocampus", "ct"))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=250)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     built = build_hippocampus(args.work, args.iterations) if args.task == "hippocampus" \

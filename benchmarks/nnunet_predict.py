@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("task", choices=("hippocampus", "ct"))
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=40,
+    parser.add_argument("--iterations", type=int, default=250,
                         help="hippocampus: training iterations of the model (when built)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-agreement", action="store_true")
