@@ -5,6 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# nnunetv2 (dev extra) pulls torchvision through timm: pinned with torch on one pip line so
+# that pip never swaps the torch build. Override with TORCH_SPEC on a CUDA box.
+TORCHVISION_SPEC ?= torchvision==0.28.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medseg-installed
 
@@ -15,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,jpeg,distributed]"
+	$(PY) -m pip install -q -e ".[dev,jpeg,distributed,nnunet]" "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -38,7 +38,8 @@ def _requested_command(argv: Sequence[str] | None, names: Sequence[str]) -> str 
     """The sub-command named on the command line, if any (first non-option argument)."""
     args = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in args if not a.startswith("-")), None)
-    return first if first in names else None
+    module = None if first is None else first.replace("-", "_")  # export-nnunet: export_nnunet
+    return module if module in names else None
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -74,6 +74,8 @@ class Dataset:
     channels: dict[int, str]
     cases: tuple[Case, ...]
     test_cases: tuple[Case, ...] = field(default=())
+    # Region-based labels (nnU-Net v2): region name -> label values it unites.
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if 0 not in self.labels:
@@ -120,6 +122,8 @@ class Dataset:
             "channels": {str(k): v for k, v in sorted(self.channels.items())},
             "cases": [c.to_dict() for c in self.cases],
             "test_cases": [c.to_dict() for c in self.test_cases],
+            **({"regions": {k: list(v) for k, v in self.regions.items()}}
+               if self.regions else {}),
         }
 
     @classmethod
@@ -133,4 +137,5 @@ class Dataset:
             channels={int(k): str(v) for k, v in d["channels"].items()},
             cases=tuple(Case.from_dict(c) for c in d["cases"]),
             test_cases=tuple(Case.from_dict(c) for c in d.get("test_cases", ())),
+            regions={str(k): tuple(int(x) for x in v) for k, v in d.get("regions", {}).items()},
         )

@@ -3,7 +3,6 @@ optional ``imagesTs/``; multi-channel cases store channel ``c`` as ``<case>_<ccc
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -12,6 +11,7 @@ from typing import Any
 
 from medseg.core.errors import DatasetError
 from medseg.data.dataset import Case, Dataset
+from medseg.data.nnunet import read_dataset_json
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -25,7 +25,7 @@ def is_decathlon(root: Path) -> bool:
 def load_decathlon(root: str | Path) -> Dataset:
     """Load a Decathlon-style dataset; paths in ``dataset.json`` are resolved against ``root``."""
     root = Path(root).absolute()
-    meta = _read_json(root / "dataset.json")
+    meta = read_dataset_json(root / "dataset.json")
     channels = _int_keyed(meta, "modality", root)
     labels = _int_keyed(meta, "labels", root)
     training = meta.get("training")
@@ -98,16 +98,6 @@ def _scan_images_ts(folder: Path) -> list[str]:
 
 def _resolve(root: Path, rel: str) -> Path:
     return Path(os.path.normpath(root / rel))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read dataset description: {exc}", path) from exc
-    if not isinstance(data, dict):
-        raise DatasetError("dataset description must be a JSON object", path)
-    return data
 
 
 def _int_keyed(meta: Mapping[str, Any], key: str, root: Path) -> dict[int, str]:

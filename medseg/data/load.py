@@ -11,6 +11,7 @@ from medseg.data.dataset import Dataset
 from medseg.data.decathlon import is_decathlon, load_decathlon
 from medseg.data.dicom_annotations import load_annotated_study
 from medseg.data.dicom_study import DEFAULT_MASK_PATTERN, is_dicom_study, load_dicom_study
+from medseg.data.nnunet import is_nnunet_raw, load_nnunet_raw
 from medseg.data.paired import find_paired_folders, load_paired_folders
 from medseg.io.structures import StructuresLike
 
@@ -32,7 +33,9 @@ def load_dataset(
 ) -> Dataset:
     """Load a dataset folder, recognising its layout.
 
-    - Decathlon: ``dataset.json`` + ``imagesTr/`` (+ ``labelsTr/``, ``imagesTs/``);
+    - nnU-Net v2 raw: ``dataset.json`` with ``channel_names`` + ``imagesTr/`` (``file_ending``
+      .nii.gz, .nrrd, .mha ...; region labels kept in ``Dataset.regions``);
+    - Decathlon / nnU-Net v1: ``dataset.json`` + ``imagesTr/`` (+ ``labelsTr/``, ``imagesTs/``);
     - paired folders: ``images/`` (or ``imagesTr/``) and ``labels/`` (or ``labelsTr/``)
       with files of the same case name and no ``dataset.json``;
     - DICOM studies: any folder of DICOM files, image series paired with the mask series
@@ -61,6 +64,8 @@ def load_dataset(
 def _load_layout(root: Path, mask_pattern: str, channels: Sequence[str] | None) -> Dataset:
     if not root.is_dir():
         raise DatasetError("dataset must be a folder", root)
+    if is_nnunet_raw(root):
+        return load_nnunet_raw(root)
     if is_decathlon(root):
         return load_decathlon(root)
     paired = find_paired_folders(root)
@@ -69,5 +74,6 @@ def _load_layout(root: Path, mask_pattern: str, channels: Sequence[str] | None) 
     if is_dicom_study(root):
         return load_dicom_study(root, mask_pattern=mask_pattern, channels=channels)
     raise DatasetError(
-        "unrecognised dataset layout: expected dataset.json + imagesTr/ (Decathlon), "
+        "unrecognised dataset layout: expected dataset.json + imagesTr/ (Decathlon or "
+        "nnU-Net), "
         "images/ + labels/ folders, or DICOM studies with a mask series", root)

@@ -2,7 +2,8 @@
 probabilities; label maps come back on the input's own grid (shape and affine).
 
 ``Predictor.load`` accepts a run folder (``RUN/train/<config>/fold_<k>/``), a
-configuration folder, a fold folder or a single checkpoint file.
+configuration folder, a fold folder, a single checkpoint file or an nnU-Net v2 model folder
+(``<Trainer>__<Plans>__<config>/``, see :mod:`medseg.inference.nnunet`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from medseg.models import build_network, load_checkpoint, load_weights
 from medseg.models.runtime import autocast_dtype, resolve_device
 from medseg.preprocess.case import PreprocessedCase, preprocess_case
 from medseg.preprocess.invert import invert_labels, invert_probabilities
+from medseg.preprocess.nnunet_plans import is_nnunet_model_folder
 from medseg.preprocess.plan import Plan
 
 #: Checkpoint files looked for in a fold folder, in order of preference.
@@ -82,7 +84,11 @@ class Predictor:
         device: str | torch.device = "cpu",
         settings: InferenceSettings | None = None,
     ) -> Predictor:
-        """Load every trained fold of a run folder (or the named ``folds``), or one checkpoint."""
+        """Load every trained fold of a run folder (or the named ``folds``), or one checkpoint;
+        an nnU-Net v2 model folder gives a :class:`~medseg.inference.nnunet.NnunetPredictor`."""
+        if is_nnunet_model_folder(model):
+            from medseg.inference.nnunet import NnunetPredictor
+            return NnunetPredictor.load_folder(model, folds, config, device, settings)
         paths = find_checkpoints(Path(model), folds, config)
         first = load_checkpoint(paths[0])
         plan = Plan.from_dict(first["plan"])

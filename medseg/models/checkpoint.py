@@ -7,7 +7,7 @@ Layout (docs/architecture.md): ``{"format", "plan", "config", "fold", "model",
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's message is many lines of advice
-        raise CheckpointError("cannot read checkpoint: not a file of tensors and plain values "
-                              "(refused by torch.load(weights_only=True))", path) from exc
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"cannot read checkpoint: {type(exc).__name__}: {first}",
-                              path) from exc
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"not a {CHECKPOINT_FORMAT} file", path)
     if config is not None and ckpt.get("config") != config:
@@ -72,6 +64,21 @@ def load_checkpoint(
         if problem:
             raise CheckpointError(f"checkpoint does not match the plan: {problem}", path)
     return ckpt
+
+
+def load_weights_only(path: Path, safe_globals: Sequence[Any] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU (plus the named ``safe_globals``),
+    failures as one-line CheckpointErrors naming the file."""
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message is many lines of advice
+        raise CheckpointError("cannot read checkpoint: not a file of tensors and plain values "
+                              "(refused by torch.load(weights_only=True))", path) from exc
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"cannot read checkpoint: {type(exc).__name__}: {first}",
+                              path) from exc
 
 
 def load_weights(model: nn.Module, ckpt: Mapping[str, Any], path: str | Path = "") -> None:

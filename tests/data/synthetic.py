@@ -51,3 +51,30 @@ def write_decathlon(root: Path, n_cases: int = 3, channels: int = 1, n_test: int
             "labels": LABELS, "training": training}
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
+
+
+def write_nnunet_raw(root: Path, n_cases: int = 3, channels: int = 1, n_test: int = 1,
+                     file_ending: str = ".nii.gz", regions: bool = False,
+                     **volume_kwargs: object) -> Path:
+    """An nnU-Net v2 raw dataset (``<case>_<cccc><file_ending>``, ``channel_names``); with
+    ``regions`` the labels are declared as regions ``whole`` = {1, 2} and ``core`` = {2}."""
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_cases + n_test):
+        image, label = case_volumes(channels=channels, seed=i, **volume_kwargs)
+        folder = "imagesTr" if i < n_cases else "imagesTs"
+        for c in range(channels):
+            write_volume(Volume(image.array[c:c + 1], image.affine),
+                         root / folder / f"pt{i:02d}_{c:04d}{file_ending}")
+        if i < n_cases:
+            write_volume(label, root / "labelsTr" / f"pt{i:02d}{file_ending}")
+    labels: dict[str, object] = {"background": 0, "left": 1, "right": 2}
+    meta: dict[str, object] = {"channel_names": {str(c): "MRI" if c == 0 else "T2"
+                                                 for c in range(channels)},
+                               "numTraining": n_cases, "file_ending": file_ending}
+    if regions:
+        labels = {"background": 0, "whole": [1, 2], "core": [2]}
+        meta["regions_class_order"] = [1, 2]
+    meta["labels"] = labels
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
