@@ -62,7 +62,7 @@ def agreement(model: Path, inputs: Path, work: Path) -> dict[str, object]:
     out = Path(tempfile.mkdtemp(prefix="nnunet-agree-", dir=work))
     nnunet_probabilities(model, inputs, out, work)
     predictor = Predictor.load(model, ["all"], device="cpu",
-                               settings=InferenceSettings(amp=False))
+                               settings=InferenceSettings(amp=False, tta=False))
     means, maxes, dices = [], [], []
     for image in sorted(inputs.glob("*_0000.nii.gz")):
         case = image.name[: -len("_0000.nii.gz")]
@@ -103,7 +103,7 @@ def speed(model: Path, inputs: Path, dataset_id: int, work: Path,
                    str(dataset_id), "-c", "3d_fullres", "-f", "all", "--disable_tta",
                    "-device", "cpu"],
         "medseg": [str(BIN / "medseg"), "predict", "-m", str(model), "--folds", "all",
-                   "--no-amp", "--device", "cpu", "--no-progress", "-i", str(inputs),
+                   "--no-amp", "--no-tta", "--device", "cpu", "--no-progress", "-i", str(inputs),
                    "-o", "{out}"],
     }
     medseg_env = {**env, "PYTHONPATH": str(REPO)}

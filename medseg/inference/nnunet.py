@@ -88,7 +88,7 @@ class NnunetPredictor(Predictor):
             logits = nnunet_sliding_window(
                 net, image, plan.patch_size, step=1.0 - self.settings.overlap,
                 batch_size=self.settings.batch_size or (plan.batch_size if plan.is_2d else 1),
-                device=self.device, mirror_axes=mirror if self.settings.tta else (),
+                device=self.device, mirror_axes=mirror if self.mirroring else (),
                 amp=self.settings.amp, slice_axis=0 if plan.is_2d else None)
             total = logits if total is None else total.add_(logits)
         assert total is not None
