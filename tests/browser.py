@@ -14,6 +14,7 @@ Also a tiny command line for documentation screenshots::
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -203,10 +204,8 @@ class Browser:
                 self._proc.kill()
                 self._proc.wait()
         for fd in (self._to_child, self._from_child):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> Browser:

@@ -29,8 +29,8 @@ import numpy as np
 
 from medseg.core import Volume
 from medseg.core.atomic import write_text
-from medseg.metrics.evaluate import label_array, resample_onto
-from medseg.metrics.qc import central_slices
+from medseg.metrics.evaluate import label_array
+from medseg.metrics.qc import central_slices, on_grid
 
 MAX_VOXELS = 4_000_000
 MAX_EDGE = 256
@@ -76,20 +76,12 @@ def viewer_grid(grid: Volume, max_voxels: int = MAX_VOXELS, max_edge: int = MAX_
                   {"downsampled": bool((target != shape).any())})
 
 
-def sample(volume: Volume, grid: Volume, order: int) -> np.ndarray:
-    """Channel 0 of ``volume`` on ``grid`` (exact copy when already on it)."""
-    if volume.same_grid(grid):
-        return volume.array[0]
-    arr = volume.array[0]
-    return resample_onto(arr.astype(np.float32) if order else arr, volume.affine, grid, order)
-
-
 def case_data(layers: CaseLayers, **limits: int) -> dict[str, Any]:
     """The JSON-ready viewer data of a case (``limits``: ``max_voxels``, ``max_edge``)."""
     base = layers.reference if layers.reference is not None else layers.prediction
     grid = viewer_grid(base, **limits)
     pred = label_array(layers.prediction, "prediction")
-    pred = sample(layers.prediction.with_array(pred[None]), grid, 0)
+    pred = on_grid(layers.prediction.with_array(pred[None]), grid, 0)
     data: dict[str, Any] = {
         "shape": list(grid.spatial_shape),
         "spacing": [round(s, 6) for s in grid.spacing],
@@ -100,7 +92,7 @@ def case_data(layers: CaseLayers, **limits: int) -> dict[str, Any]:
     }
     union = pred > 0
     if layers.reference is not None:
-        ref = sample(layers.reference.with_array(
+        ref = on_grid(layers.reference.with_array(
             label_array(layers.reference, "reference")[None]), grid, 0)
         data["layers"]["reference"] = encode_labels(ref)
         union |= ref > 0
@@ -110,12 +102,12 @@ def case_data(layers: CaseLayers, **limits: int) -> dict[str, Any]:
         data["labels_present"] = sorted(set(data["labels_present"])
                                         | {int(v) for v in np.unique(ref) if v})
     if layers.image is not None:
-        image = sample(layers.image, grid, 1)
+        image = on_grid(layers.image, grid, 1)
         data["layers"]["image"] = encode_image(image)
         data["modality"] = layers.modality or guess_modality(layers.image)
         data["auto_window"] = _percentile_window(image)
     if layers.uncertainty is not None:
-        unc = np.clip(sample(layers.uncertainty, grid, 1), 0.0, 1.0)
+        unc = np.clip(on_grid(layers.uncertainty, grid, 1), 0.0, 1.0)
         data["layers"]["uncertainty"] = _encoded(np.round(unc * 255).astype(np.uint8),
                                                  scale=1 / 255)
     return data

@@ -432,7 +432,14 @@
     el.unc = make("input", {type: "checkbox", id: "mv-unc"}, uncLabel);
     uncLabel.appendChild(document.createTextNode(" uncertainty"));
     if (!config.layers.uncertainty) uncLabel.style.display = "none";
-    el.unc.addEventListener("change", function () { S.uncertainty = el.unc.checked; render(); });
+    el.unc.addEventListener("change", function () {
+      S.uncertainty = el.unc.checked;
+      if (S.uncertainty && S.predMode === "fill") {  // keep the heat map readable
+        S.predMode = "outline";
+        el.pred.value = "outline";
+      }
+      render();
+    });
 
     var win = make("div", {"class": "mv-window"}, root);
     make("span", {}, win, "window ");
