@@ -181,6 +181,30 @@ class Browser:
                 raise BrowserError(f"timed out waiting for {expression!r}")
             time.sleep(0.05)
 
+    def center(self, selector: str) -> tuple[float, float]:
+        """Scroll the element into view; its centre in viewport coordinates."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return null; e.scrollIntoView({block: 'center'});"
+            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2,"
+            " r.y + r.height / 2]; })()")
+        if box is None:
+            raise BrowserError(f"no element matches {selector!r}")
+        return box[0], box[1]
+
+    def click(self, selector: str) -> None:
+        """A real left click (through the browser's input pipeline) on the element."""
+        x, y = self.center(selector)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.command("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y,
+                                                      "button": "left", "clickCount": 1})
+
+    def wheel(self, selector: str, delta_y: float) -> None:
+        """Turn the mouse wheel over the element (positive: scroll down)."""
+        x, y = self.center(selector)
+        self.command("Input.dispatchMouseEvent", {"type": "mouseWheel", "x": x, "y": y,
+                                                  "deltaX": 0, "deltaY": delta_y})
+
     def screenshot(self, clip_selector: str | None = None) -> bytes:
         """PNG of the page, or of the element matched by ``clip_selector``."""
         params: dict[str, Any] = {"format": "png"}
