@@ -104,7 +104,8 @@ def case_data(layers: CaseLayers, **limits: int) -> dict[str, Any]:
     if layers.image is not None:
         image = on_grid(layers.image, grid, 1)
         data["layers"]["image"] = encode_image(image)
-        data["modality"] = layers.modality or guess_modality(layers.image)
+        modality = layers.modality or guess_modality(layers.image)
+        data["modality"] = "CT" if modality and modality.upper() == "CT" else modality
         data["auto_window"] = _percentile_window(image)
     if layers.uncertainty is not None:
         unc = np.clip(on_grid(layers.uncertainty, grid, 1), 0.0, 1.0)

@@ -152,6 +152,10 @@ class PredictConfig:
         "get a DICOM-SEG (RTSTRUCT) in predictions/dicom_seg/ (rtstruct/); their NIfTI, for "
         "evaluation, is always written."))
     tta: bool = field(default=False, metadata=doc("Test-time mirroring."))
+    uncertainty: bool = field(default=True, metadata=doc(
+        "Also write per-voxel uncertainty maps and per-case uncertainty scores next to the "
+        "held-out and extra predictions (the evaluation report shows them); the label maps "
+        "are the same either way."))
     overlap: float = field(default=0.5, metadata=doc(
         "Sliding-window overlap.", check=in_range(0, 1, hi_open=True)))
     device: Device = field(default="auto", metadata=doc("Prediction device.", hashed=False))
