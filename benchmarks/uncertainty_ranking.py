@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Case-level scores of the uncertainty file compared (the first is the deployed one).
+CANDIDATES = ("score", "expected_dice_loss", "mean_entropy_predicted",
+              "mean_disagreement_predicted", "mean_entropy")
+
+
 def _case_row(case: str, metrics: dict, ref: Any, score: dict[str, Any]) -> dict[str, Any]:
     present = [v for v in metrics if (ref.array == v).any()]
     dice = {v: metrics[v]["dice"] for v in present}
@@ -92,18 +97,23 @@ def _case_row(case: str, metrics: dict, ref: Any, score: dict[str, Any]) -> dict
     return {
         "case": case,
         "mean_dice": float(np.mean(list(dice.values()))) if dice else math.nan,
-        "score": score["score"],
+        **{key: _number(score.get(key)) for key in CANDIDATES},
         "score_present_classes": (float(np.mean([class_scores[v] for v in present]))
                                   if present else math.nan),
-        "mean_entropy": score["mean_entropy"],
         "members": score["members"],
         "dice": {str(v): d for v, d in dice.items()},
         "class_scores": {str(v): class_scores[v] for v in present},
     }
 
 
-def _spearman(x: list[float], y: list[float]) -> dict[str, float]:
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _spearman(x: list[float], y: list[float]) -> dict[str, float] | None:
     keep = [i for i in range(len(x)) if math.isfinite(x[i]) and math.isfinite(y[i])]
+    if len(keep) < 3:
+        return None
     rho, p = spearmanr([x[i] for i in keep], [y[i] for i in keep])
     return {"rho": round(float(rho), 4), "p": float(f"{p:.3g}"), "n": len(keep)}
 
@@ -129,7 +139,8 @@ def _summary(rows: list[dict[str, Any]], predictor: Predictor, settings: Inferen
                                                         [p[1] for p in pairs]),
         "spearman_score_present_classes_vs_mean_dice": _spearman(
             [r["score_present_classes"] for r in rows], dice),
-        "spearman_mean_entropy_vs_mean_dice": _spearman([r["mean_entropy"] for r in rows], dice),
+        "spearman_alternatives_vs_mean_dice": {
+            key: _spearman([r[key] for r in rows], dice) for key in CANDIDATES[1:]},
         "worst_20pct_recall": _worst_recall(rows),
         "mean_dice": round(float(np.nanmean(dice)), 4),
         "dice_min_max": [round(float(np.nanmin(dice)), 4), round(float(np.nanmax(dice)), 4)],

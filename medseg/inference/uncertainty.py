@@ -176,42 +176,75 @@ def ensemble(predictor: Predictor, image: np.ndarray) -> EnsembleResult:
 
 
 def class_scores(
-    probs: np.ndarray, entropy: np.ndarray, label_values: Sequence[int]
+    probs: np.ndarray, entropy: np.ndarray, label_values: Sequence[int],
+    disagreement: np.ndarray | None = None,
 ) -> dict[int, dict[str, float]]:
-    """Per foreground label value: ``score`` (see the module docstring), ``uncertain`` (the
-    entropy sum ``U_c``) and ``predicted`` (``P_c``), in voxels of the network grid."""
-    n_classes = probs.shape[0]
-    uncertain, predicted = np.zeros(n_classes), np.zeros(n_classes)
+    """Per foreground label value, in voxels of the network grid: ``score`` (see the module
+    docstring) from ``uncertain`` (``U_c``) and ``predicted`` (``P_c``); also, for
+    comparison, ``expected_dice_loss`` (1 - Dice between the label map and the class
+    probabilities, as if they were calibrated), ``mean_entropy_predicted`` (mean entropy
+    over the voxels predicted ``c``) and, for ensembles, ``mean_disagreement_predicted``."""
+    n = probs.shape[0]
+    sums = {key: np.zeros(n) for key in ("predicted", "u_top", "u_second", "top_prob",
+                                         "prob", "d_top")}
     for sl in _chunks(probs.shape):
-        order = np.argsort(probs[sl], axis=0)
-        top, runner_up = order[-1], order[-2] if n_classes > 1 else order[-1]
-        h = entropy[sl].astype(np.float64)
-        predicted += np.bincount(top.ravel(), minlength=n_classes)
-        uncertain += np.bincount(top.ravel(), weights=h.ravel(), minlength=n_classes)
+        p = probs[sl]
+        order = np.argsort(p, axis=0)
+        top, runner_up = order[-1].ravel(), order[-2 if n > 1 else -1].ravel()
+        h = entropy[sl].astype(np.float64).ravel()
         second = runner_up != top
-        uncertain += np.bincount(runner_up[second], weights=h[second], minlength=n_classes)
-    out = {}
-    for k, value in enumerate(label_values):
-        if k == 0:
-            continue  # class index 0 is the background
-        u, p = float(uncertain[k]), float(predicted[k])
-        out[int(value)] = {"score": u / (2 * p + u) if u > 0 else 0.0,
-                           "uncertain": u, "predicted": p}
-    return out
+        sums["predicted"] += np.bincount(top, minlength=n)
+        sums["u_top"] += np.bincount(top, weights=h, minlength=n)
+        sums["u_second"] += np.bincount(runner_up[second], weights=h[second], minlength=n)
+        sums["top_prob"] += np.bincount(top, weights=p.max(0).astype(np.float64).ravel(),
+                                        minlength=n)
+        sums["prob"] += p.astype(np.float64).sum(axis=tuple(range(1, p.ndim)))
+        if disagreement is not None:
+            d = disagreement[sl].astype(np.float64).ravel()
+            sums["d_top"] += np.bincount(top, weights=d, minlength=n)
+    return {int(value): _class_entry(sums, k, disagreement is not None)
+            for k, value in enumerate(label_values) if k > 0}  # index 0 is the background
+
+
+def _class_entry(sums: Mapping[str, np.ndarray], k: int, ensemble: bool) -> dict[str, float]:
+    predicted = float(sums["predicted"][k])
+    uncertain = float(sums["u_top"][k] + sums["u_second"][k])
+    soft_total = predicted + float(sums["prob"][k])
+    entry = {
+        "score": uncertain / (2 * predicted + uncertain) if uncertain > 0 else 0.0,
+        "uncertain": uncertain, "predicted": predicted,
+        "expected_dice_loss": (1.0 - 2 * float(sums["top_prob"][k]) / soft_total
+                               if soft_total > 0 else 0.0),
+        "mean_entropy_predicted": float(sums["u_top"][k]) / predicted if predicted else 0.0,
+    }
+    if ensemble:
+        entry["mean_disagreement_predicted"] = (float(sums["d_top"][k]) / predicted
+                                                if predicted else 0.0)
+    return entry
 
 
 def case_score(
     result: EnsembleResult, label_values: Sequence[int], names: Mapping[int, str],
     case: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready content of ``<case>_uncertainty.json``."""
-    per_class = class_scores(result.probabilities, result.entropy, label_values)
-    scores = [c["score"] for c in per_class.values()]
+    """The JSON-ready content of ``<case>_uncertainty.json``: ``score`` (the mean of the
+    labels' scores) and its parts per label, with the alternatives of :func:`class_scores`
+    averaged the same way (``benchmarks/uncertainty_ranking.py`` compares them)."""
+    per_class = class_scores(result.probabilities, result.entropy, label_values,
+                             result.disagreement)
+
+    def mean(key: str) -> float | None:
+        values = [c[key] for c in per_class.values() if key in c]
+        return float(np.mean(values)) if values else None
+
     return {
         "format": sidecars.SCORE_FORMAT,
         "case": case,
-        "score": float(np.mean(scores)) if scores else 0.0,
+        "score": mean("score") or 0.0,
         "per_label": {str(v): {"name": names.get(v, str(v)), **c} for v, c in per_class.items()},
+        "expected_dice_loss": mean("expected_dice_loss"),
+        "mean_entropy_predicted": mean("mean_entropy_predicted"),
+        "mean_disagreement_predicted": mean("mean_disagreement_predicted"),
         "mean_entropy": float(result.entropy.mean()),
         "members": result.members, "folds": result.folds, "mirrorings": result.mirrorings,
         "grid": "network",

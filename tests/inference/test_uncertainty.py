@@ -115,6 +115,10 @@ def test_class_scores_count_the_first_and_second_most_likely_class():
     u1 = h[0, 0, 2]
     assert scores[1]["score"] == pytest.approx(u1 / (2 * 2 + u1))
     assert scores[2]["score"] == pytest.approx(1.0)  # uncertain but never predicted
+    # As if calibrated: class 1 has TP 1 + 0.6, FP 0.4, FN 0; class 2 TP 0, FN 0.4.
+    assert scores[1]["expected_dice_loss"] == pytest.approx(1 - 3.2 / 3.6)
+    assert scores[2]["expected_dice_loss"] == pytest.approx(1.0)
+    assert scores[1]["mean_entropy_predicted"] == pytest.approx(h[0, 0, 2] / 2)
 
 
 def test_maps_return_to_the_source_grid_with_zero_outside_the_crop():
