@@ -15,11 +15,13 @@ probabilities), so the label map is the one ``medseg predict`` writes without
   classes spread evenly.
 
 The per-case score estimates the Dice loss the uncertain voxels could cause. For each
-foreground class ``c``: ``U_c`` sums the entropy over the voxels where ``c`` is the most or
-second most probable class, ``P_c`` counts the voxels predicted ``c``, and
+foreground class ``c``: ``U_c`` sums the entropy over the voxels predicted ``c`` and, where
+``c`` is the second most probable class, the entropy times ``p_c / p_top`` (a near tie
+counts fully, a remote alternative hardly: a voxel's share changes continuously when ``c``
+overtakes the top class); ``P_c`` counts the voxels predicted ``c``, and
 ``score_c = U_c / (2 P_c + U_c)`` (the form of ``1 - Dice`` when ``U_c`` voxels are wrong;
-0 for a class confidently absent). The case score is the mean over the foreground classes,
-like the mean Dice it is meant to rank.
+0 for a class confidently absent, 1 for one uncertain but never predicted). The case
+score is the mean over the foreground classes, like the mean Dice it is meant to rank.
 
 Maps are mapped back onto the source grid with linear interpolation (0 outside the crop).
 """
@@ -195,9 +197,12 @@ def class_scores(
         second = runner_up != top
         sums["predicted"] += np.bincount(top, minlength=n)
         sums["u_top"] += np.bincount(top, weights=h, minlength=n)
-        sums["u_second"] += np.bincount(runner_up[second], weights=h[second], minlength=n)
-        sums["top_prob"] += np.bincount(top, weights=p.max(0).astype(np.float64).ravel(),
+        top_prob = p.max(0).astype(np.float64).ravel()
+        flat = p.reshape(n, -1)
+        odds = flat[runner_up, np.arange(top.size)] / np.maximum(top_prob, TINY)
+        sums["u_second"] += np.bincount(runner_up[second], weights=(h * odds)[second],
                                         minlength=n)
+        sums["top_prob"] += np.bincount(top, weights=top_prob, minlength=n)
         sums["prob"] += p.astype(np.float64).sum(axis=tuple(range(1, p.ndim)))
         if disagreement is not None:
             d = disagreement[sl].astype(np.float64).ravel()

@@ -180,7 +180,7 @@ def _ranking_text(scored: bool) -> str:
     if not scored:
         return "No uncertainty scores were found, so the cases are in name order."
     return ("Cases are ranked by their uncertainty score, most uncertain first: per label, "
-            "the entropy of the ensembled probabilities summed over the voxels where the "
-            "label is the first or second most likely class, U, against the predicted "
-            "voxels, P, as U / (2P + U), an estimate of 1 − Dice; the case score is the "
-            "mean over labels. Look at the top of the list first.")
+            "the entropy of the ensembled probabilities summed over the voxels predicted "
+            "as the label (and, weighted by how close they come, where it is the runner-up), "
+            "U, against the predicted voxels, P, as U / (2P + U), an estimate of 1 − Dice; "
+            "the case score is the mean over labels. Look at the top of the list first.")
