@@ -19,6 +19,7 @@ from medseg.inference.batch import (
 from medseg.inference.distributed import ModelSpec, predict_on_cluster
 from medseg.inference.jobs import discover_jobs
 from medseg.inference.predictor import InferenceSettings, Predictor
+from medseg.inference.uncertainty import check_supported
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
                            progress=not args.no_progress,
                            uncertainty=args.uncertainty or args.report)
     check_outputs(jobs, args.output, options)  # refuse bad outputs before any other output
+    if options.uncertainty:
+        check_supported(predictor)
     print(f"model: {predictor.describe()}; {len(jobs)} case(s)", file=sys.stderr)
     start = time.perf_counter()
     if args.workers is not None or args.scheduler is not None:

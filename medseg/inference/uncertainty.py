@@ -38,6 +38,7 @@ import numpy as np
 
 from medseg.core import Volume, sidecars
 from medseg.core.atomic import write_json
+from medseg.core.errors import ConfigError
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.inference.sliding_window import mirror_sets, predict_probabilities
 from medseg.io import write_volume
@@ -165,8 +166,19 @@ def _log(probs: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(probs, TINY), dtype=np.float32)
 
 
+def check_supported(predictor: Predictor) -> None:
+    """Raise :class:`ConfigError` for predictors whose probabilities are not medseg's
+    sliding-window ensemble (e.g. nnU-Net model folders): their members cannot be
+    predicted one by one here."""
+    if type(predictor).probabilities is not Predictor.probabilities:
+        raise ConfigError(f"uncertainty maps are not available for this model "
+                          f"({predictor.describe()}): it computes its probabilities its own "
+                          "way; predict without --uncertainty/--report")
+
+
 def ensemble(predictor: Predictor, image: np.ndarray) -> EnsembleResult:
     """Every member's sliding-window prediction of a preprocessed image, accumulated."""
+    check_supported(predictor)
     options = predictor.window_options()
     mirror_axes = options.pop("mirror_axes")
     mirrors = mirror_sets(mirror_axes, options["patch_size"], options["slice_axis"])

@@ -12,7 +12,7 @@ from scipy.stats import entropy
 
 from medseg.cli.main import main
 from medseg.core import Volume, sidecars
-from medseg.core.errors import EXIT_OK
+from medseg.core.errors import EXIT_OK, ConfigError
 from medseg.inference.predictor import InferenceSettings, Predictor
 from medseg.inference.uncertainty import (
     EnsembleAccumulator,
@@ -180,3 +180,14 @@ def test_predict_cli_writes_maps_and_scores_next_to_labels(run_dir, volume_facto
     assert main(args) == EXIT_OK
     assert sidecars.uncertainty_score_path(out, "case_a").is_file()
 
+
+
+def test_models_with_their_own_probabilities_are_refused(run_dir):
+    class OwnWay(Predictor):
+        def probabilities(self, image: np.ndarray) -> np.ndarray:
+            return super().probabilities(image)
+
+    base = Predictor.load(run_dir, folds=[0])
+    own = OwnWay(base.plan, base.config, base.networks)
+    with pytest.raises(ConfigError, match="not available for this model"):
+        ensemble(own, np.zeros((1, 8, 8, 8), dtype=np.float32))
