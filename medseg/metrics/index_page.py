@@ -136,7 +136,7 @@ def viewer_note(viewer: Mapping[str, Mapping[str, Any]]) -> str:
         "or arrow keys scroll slices, a click picks the point the other planes go through. "
         "Radiological convention (the patient's right on the left). "
         f"{shrunk} of {len(viewer)} case(s) are downsampled for the viewer (at most "
-        f"{MAX_EDGE} voxels per axis, {MAX_VOXELS / 1e6:g} million in all); "
+        f"{MAX_EDGE} voxels per axis, {MAX_VOXELS / 1e6:.1f} million in all); "
         f"viewer data {mebibytes(size)}. Metrics are computed on the full-resolution grids."
     )
 

@@ -32,7 +32,7 @@ from medseg.core.atomic import write_text
 from medseg.metrics.evaluate import label_array
 from medseg.metrics.qc import central_slices, on_grid
 
-MAX_VOXELS = 4_000_000
+MAX_VOXELS = 2**21  # 128³: a ct_headneck case whole; a 512×512×134 CT becomes 158×158×83
 MAX_EDGE = 256
 CT_MIN_HU = -500.0  # an integer image going below this is taken for CT (HU)
 
