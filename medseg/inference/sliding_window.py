@@ -204,6 +204,15 @@ def mirror_sets(
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
+def _flip_sets(mirror_axes: Sequence[int], patch: Sequence[int]) -> list[tuple[int, ...]]:
+    """:func:`mirror_sets` of a 3D window as tensor dims of a (B, C, X, Y, Z) batch."""
+    return _as_dims(mirror_sets(mirror_axes, patch))
+
+
+def _as_dims(mirrors: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    return [tuple(a + 2 for a in m) for m in mirrors]
+
+
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -296,8 +305,7 @@ def predict_probabilities(
         for n, p, starts in zip(padded, patch, grid, strict=True)
     ]
     windows = list(itertools.product(*[range(len(starts)) for starts in grid]))
-    mirrors = mirror_sets(mirror_axes, patch) if mirrors is None else mirrors
-    flips = [tuple(a + 2 for a in m) for m in mirrors]  # tensor dims of (B, C, X, Y, Z)
+    flips = _flip_sets(mirror_axes, patch) if mirrors is None else _as_dims(mirrors)
 
     acc: torch.Tensor | None = None
     for chunk in _batches(windows, batch_size):
