@@ -19,6 +19,7 @@ from medseg.inference.batch import (
 from medseg.inference.distributed import ModelSpec, predict_on_cluster
 from medseg.inference.jobs import discover_jobs
 from medseg.inference.predictor import InferenceSettings, Predictor
+from medseg.inference.uncertainty import check_supported
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <case>_probabilities.npz (float16, source grid)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write <case>_uncertainty.nii.gz (entropy of the ensembled "
+                             "probabilities, 0-1), <case>_disagreement.nii.gz (between folds "
+                             "and mirrorings, when there are several) and the per-case score "
+                             "<case>_uncertainty.json")
+    parser.add_argument("--report", action="store_true",
+                        help="write OUT_DIR/report/index.html: the cases ranked by "
+                             "uncertainty, each in a slice viewer with its label volumes and "
+                             "QC montage (implies --uncertainty)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--workers", type=int, metavar="N",
@@ -89,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
                          regularize=args.regularize_slices)
     formats = tuple(dict.fromkeys(args.format))
     options = BatchOptions(formats, args.overwrite, args.save_probabilities,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress,
+                           uncertainty=args.uncertainty or args.report)
     check_outputs(jobs, args.output, options)  # refuse bad outputs before any other output
+    if options.uncertainty:
+        check_supported(predictor)
     print(f"model: {predictor.describe()}; {len(jobs)} case(s)", file=sys.stderr)
     start = time.perf_counter()
     if args.workers is not None or args.scheduler is not None:
@@ -105,4 +118,10 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
         print(f"medseg: case {r.name} failed: {r.error}", file=sys.stderr)
+    if args.report:
+        from medseg.cli._review import write_prediction_report
+
+        review = write_prediction_report(predictor, jobs, results, args.output, formats,
+                                         progress=not args.no_progress)
+        print(f"report: {review.index}")
     return EXIT_PARTIAL if failed else EXIT_OK

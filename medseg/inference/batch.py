@@ -18,13 +18,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medseg.core import Volume
+from medseg.core import Volume, sidecars
 from medseg.core.atomic import atomic_path
 from medseg.core.errors import MedsegError, OutputError
 from medseg.core.paths import ensure_outside_inputs
 from medseg.data import read_case
 from medseg.inference.jobs import Job
 from medseg.inference.predictor import Prediction, Predictor
+from medseg.inference.uncertainty import (
+    CaseUncertainty,
+    predict_with_uncertainty,
+    write_uncertainty,
+)
 from medseg.io import write_annotation, write_volume
 from medseg.io.annotation import annotation_file_name
 from medseg.preprocess.case import PreprocessedCase
@@ -37,12 +42,13 @@ DICOM_FORMATS = ("dicom-seg", "rtstruct")  # need a DICOM input (they reference 
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Output format(s), overwrite policy and whether to save probabilities."""
+    """Output format(s), overwrite policy and whether to save probabilities / uncertainty."""
 
     format: str | tuple[str, ...] = "nifti"  # one format, or several written side by side
     overwrite: bool = False
     save_probabilities: bool = False
     progress: bool = True
+    uncertainty: bool = False
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -115,7 +121,8 @@ def split_existing(
     todo: list[Job] = []
     for job in jobs:
         target = output_path(job, out_dir, options.formats[0])
-        done = all(output_path(job, out_dir, f).exists() for f in options.formats)
+        done = all(output_path(job, out_dir, f).exists() for f in options.formats) and (
+            not options.uncertainty or sidecars.uncertainty_score_path(out_dir, job.name).exists())
         if done and not options.overwrite:
             skipped[job.name] = CaseResult(job.name, "skipped", target)
         else:
@@ -143,7 +150,7 @@ def _run(
                 volume, pre, read_s = current.result()
                 del current  # the future must not keep the preprocessed arrays alive
                 start = time.perf_counter()
-                prediction = predictor.predict(volume, pre, options.save_probabilities)
+                predicted = _predict(predictor, volume, pre, options)
                 del pre
                 predict_s = time.perf_counter() - start
             except Exception as exc:  # one bad case must not stop the batch
@@ -151,7 +158,7 @@ def _run(
                 continue
             if writing is not None:
                 results.append(writing.result())
-            writing = writer.submit(_write, predictor, job, prediction, out_dir, options,
+            writing = writer.submit(_write, predictor, job, predicted, out_dir, options,
                                     read_s + predict_s)
         if writing is not None:
             results.append(writing.result())
@@ -167,12 +174,20 @@ def predict_one(
     try:
         volume, pre, read_s = _load(predictor, job)
         start = time.perf_counter()
-        prediction = predictor.predict(volume, pre, options.save_probabilities)
+        predicted = _predict(predictor, volume, pre, options)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
     del pre
-    return _write(predictor, job, prediction, out_dir, options,
+    return _write(predictor, job, predicted, out_dir, options,
                   read_s + time.perf_counter() - start)
+
+
+def _predict(
+    predictor: Predictor, volume: Volume, pre: PreprocessedCase, options: BatchOptions
+) -> tuple[Prediction, CaseUncertainty | None]:
+    if options.uncertainty:
+        return predict_with_uncertainty(predictor, volume, pre, options.save_probabilities)
+    return predictor.predict(volume, pre, options.save_probabilities), None
 
 
 def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, float]:
@@ -182,11 +197,12 @@ def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, flo
 
 
 def _write(
-    predictor: Predictor, job: Job, prediction: Prediction, out_dir: Path,
-    options: BatchOptions, elapsed: float,
+    predictor: Predictor, job: Job, predicted: tuple[Prediction, CaseUncertainty | None],
+    out_dir: Path, options: BatchOptions, elapsed: float,
 ) -> CaseResult:
     target = output_path(job, out_dir, options.formats[0])
     start = time.perf_counter()
+    prediction, uncertainty = predicted
     labels = prediction.labels
     try:
         for fmt in options.formats:
@@ -198,6 +214,8 @@ def _write(
         if options.save_probabilities and prediction.probabilities is not None:
             write_probabilities(probabilities_path(job, out_dir), prediction.probabilities,
                                 labels.affine, predictor.plan.label_values)
+        if uncertainty is not None:
+            write_uncertainty(out_dir, job.name, uncertainty, labels)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
     values, counts = np.unique(labels.array, return_counts=True)

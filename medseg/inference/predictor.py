@@ -122,18 +122,23 @@ class Predictor:
         """Apply the plan's preprocessing to an input image."""
         return preprocess_case(volume, None, self.plan)
 
+    def window_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`predict_probabilities` for this model and settings."""
+        cfg = self.plan.configuration(self.config)
+        return {
+            "patch_size": cfg.patch_size, "overlap": self.settings.overlap,
+            "batch_size": self.settings.batch_size or (2 if cfg.slice_axis is None
+                                                       else cfg.batch_size),
+            "device": self.device, "mirror_axes": (0, 1, 2) if self.mirroring else (),
+            "amp": self.settings.amp, "slice_axis": cfg.slice_axis,
+        }
+
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Fold-averaged class probabilities ``(K, X, Y, Z)`` on the preprocessed grid."""
-        cfg = self.plan.configuration(self.config)
-        mirror_axes = (0, 1, 2) if self.mirroring else ()
-        batch_size = self.settings.batch_size or (2 if cfg.slice_axis is None else cfg.batch_size)
+        options = self.window_options()
         total: np.ndarray | None = None
         for net in self.networks:
-            probs = predict_probabilities(
-                net, image, cfg.patch_size, overlap=self.settings.overlap,
-                batch_size=batch_size, device=self.device,
-                mirror_axes=mirror_axes, amp=self.settings.amp, slice_axis=cfg.slice_axis,
-            )
+            probs = predict_probabilities(net, image, **options)
             if total is None:
                 total = probs
             else:
@@ -151,7 +156,18 @@ class Predictor:
     ) -> Prediction:
         """Label map (dataset label values) on ``volume``'s grid, keeping its metadata."""
         pre = preprocessed if preprocessed is not None else self.preprocess(volume)
-        probs = self.probabilities(pre.image)
+        return self.from_probabilities(volume, pre, self.probabilities(pre.image),
+                                       with_probabilities)
+
+    def from_probabilities(
+        self,
+        volume: Volume,
+        pre: PreprocessedCase,
+        probs: np.ndarray,
+        with_probabilities: bool = False,
+    ) -> Prediction:
+        """The prediction of ``volume`` from its class probabilities on the preprocessed
+        grid (``probs`` may be released by the caller afterwards)."""
         source_probs = None
         if with_probabilities or _resamples(pre.record):
             source_probs = invert_probabilities(probs, pre.record)

@@ -186,10 +186,23 @@ def _padding(shape: Sequence[int], patch: Sequence[int]) -> list[tuple[int, int]
     return pads
 
 
-def _flip_sets(mirror_axes: Sequence[int], patch: Sequence[int]) -> list[tuple[int, ...]]:
-    """Every subset of the mirrored spatial axes (as tensor dims of a (B, C, X, Y, Z) batch)."""
-    axes = [a + 2 for a in mirror_axes if patch[a] > 1]
+def mirror_sets(
+    mirror_axes: Sequence[int], patch_size: Sequence[int], slice_axis: int | None = None
+) -> list[tuple[int, ...]]:
+    """Every subset of the mirrored spatial axes (0-2) that the window can flip (an axis of
+    window size 1, the slice axis of a 2D configuration, is never mirrored); ``()`` first."""
+    patch = _patch_for(patch_size, slice_axis)
+    axes = [a for a in mirror_axes if patch[a] > 1]
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def _flip_sets(mirror_axes: Sequence[int], patch: Sequence[int]) -> list[tuple[int, ...]]:
+    """:func:`mirror_sets` of a 3D window as tensor dims of a (B, C, X, Y, Z) batch."""
+    return _as_dims(mirror_sets(mirror_axes, patch))
+
+
+def _as_dims(mirrors: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    return [tuple(a + 2 for a in m) for m in mirrors]
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -253,6 +266,7 @@ def predict_probabilities(
     slice_axis: int | None = None,
     sigma_scale: float = 1.0 / 8,
     accumulator: Accumulator | None = None,
+    mirrors: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(K, X, Y, Z)`` of a preprocessed image ``(C, X, Y, Z)``.
 
@@ -261,8 +275,11 @@ def predict_probabilities(
     that type (faster than autocast on CPU, see ``Predictor``). For a 2D configuration pass
     its 2D ``patch_size`` and the plan's ``slice_axis``. ``mirror_axes`` (spatial axes 0-2)
     enables test-time mirroring; ``amp`` runs a float32 network under autocast where the
-    hardware has it (see :func:`autocast_dtype`). The result is float32, or float16 for
-    large volumes (see :func:`choose_accumulator`); it is always a CPU array.
+    hardware has it (see :func:`autocast_dtype`). ``mirrors`` overrides ``mirror_axes``
+    with an explicit list of mirrorings (each a tuple of spatial axes, ``()`` for none)
+    whose logits are averaged, e.g. ``[(0, 2)]`` for one member of the mirror ensemble.
+    The result is float32, or float16 for large volumes (see :func:`choose_accumulator`);
+    it is always a CPU array.
     """
     device = torch.device(device)
     tensor = _as_tensor(image)
@@ -280,7 +297,7 @@ def predict_probabilities(
         for n, p, starts in zip(padded, patch, grid, strict=True)
     ]
     windows = list(itertools.product(*[range(len(starts)) for starts in grid]))
-    flips = _flip_sets(mirror_axes, patch)
+    flips = _flip_sets(mirror_axes, patch) if mirrors is None else _as_dims(mirrors)
 
     acc: torch.Tensor | None = None
     for chunk in _batches(windows, batch_size):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medseg.core import sidecars
 from medseg.core.errors import InputError
 
 # Longest first, so "x.nii.gz" loses ".nii.gz" rather than ".gz".
@@ -50,8 +51,13 @@ def list_volumes(folder: str | Path) -> dict[str, Path]:
 
 
 def match_cases(pred_dir: str | Path, ref_dir: str | Path) -> CasePairs:
-    """Pair predictions with references of the same case name; raise if none pair up."""
+    """Pair predictions with references of the same case name; raise if none pair up.
+
+    A prediction's sidecar volumes (``<case>_uncertainty``, ``<case>_disagreement``) are
+    not cases of their own."""
     preds, refs = list_volumes(pred_dir), list_volumes(ref_dir)
+    preds = {n: p for n, p in preds.items()
+             if n in refs or sidecars.sidecar_owner(n, preds) is None}
     common = sorted(preds.keys() & refs.keys())
     if not common:
         raise InputError(

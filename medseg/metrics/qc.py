@@ -4,7 +4,8 @@ Slices are taken in RAS array order (:meth:`Volume.to_ras`), drawn in millimetre
 aspect ratio follows the voxel spacing) in radiological convention (the patient's right on
 the left of axial and coronal views), with orientation letters at the edges. One row per
 class, through the median voxel of reference ∪ prediction of that class, zoomed
-onto the structure.
+onto the structure. Without a reference (reviewing predictions), only the prediction is
+drawn, on its own grid.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def central_slices(mask: np.ndarray) -> tuple[int, int, int]:
 
 
 def qc_montage(
-    ref: Volume,
+    ref: Volume | None,
     pred: Volume,
     labels: Mapping[int, str],
     metrics: CaseMetrics,
@@ -75,11 +76,13 @@ def qc_montage(
     title: str = "",
 ) -> Figure:
     """Montage for one case; ``pred`` (and ``image``, if any) must be on ``ref``'s grid
-    or are resampled onto it."""
-    ref_ras = ref.to_ras()
-    ref_arr = label_array(ref_ras, "reference")
-    pred_arr = _on_grid(pred, ref_ras, order=0).astype(ref_arr.dtype)
-    background, window = _background(image, ref_ras, ref_arr)
+    or are resampled onto it. ``metrics`` per label may hold Dice and HD95 (with a
+    reference) or a predicted volume and an uncertainty score (without)."""
+    ref_ras = (ref if ref is not None else pred).to_ras()
+    pred_arr = label_array(on_grid(pred, ref_ras, order=0), "prediction")
+    ref_arr = (label_array(ref_ras, "reference") if ref is not None
+               else np.zeros_like(pred_arr))
+    background, window = _background(image, ref_ras, ref_arr if ref is not None else pred_arr)
     rows = _rows_to_show(labels, metrics, ref_arr, pred_arr)
     fig = Figure(figsize=(10.5, 3.4 * len(rows) + 0.6), dpi=100, layout="constrained")
     axes = fig.subplots(len(rows), len(VIEWS), squeeze=False)
@@ -91,22 +94,24 @@ def qc_montage(
                         centre, ref_ras.spacing)
         axes[row, 0].set_ylabel(_row_label(labels.get(value, str(value)), metrics.get(value, {})),
                                 fontsize=9)
-    fig.legend(
-        handles=[Line2D([], [], color=REF_COLOR, label="reference"),
-                 Line2D([], [], color=PRED_COLOR, label="prediction")],
-        loc="outside lower center", ncols=2, frameon=False,
-    )
+    handles = [Line2D([], [], color=PRED_COLOR, label="prediction")]
+    if ref is not None:
+        handles.insert(0, Line2D([], [], color=REF_COLOR, label="reference"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
     fig.suptitle(title or str(ref.meta.get("case", "")))
     return fig
 
 
 def _row_label(name: str, metrics: Mapping[str, float]) -> str:
+    if "dice" not in metrics:
+        volume, score = metrics.get("pred_volume_ml", np.nan), metrics.get("uncertainty")
+        return f"{name}\n{volume:.2f} mL" + ("" if score is None else f", uncertainty {score:.3f}")
     dice, hd = metrics.get("dice", np.nan), metrics.get("hd95_mm", np.nan)
     hd_text = f"{hd:.2f} mm" if np.isfinite(hd) else "undefined"
     return f"{name}\nDice {dice:.3f}, HD95 {hd_text}"
 
 
-def _on_grid(volume: Volume, target: Volume, order: int, channel: int = 0) -> np.ndarray:
+def on_grid(volume: Volume, target: Volume, order: int, channel: int = 0) -> np.ndarray:
     """Channel ``channel`` of ``volume`` on ``target``'s (RAS) grid."""
     arr = volume.array[channel]
     if volume.same_grid(target):
@@ -123,7 +128,7 @@ def _background(
     """The image on the reference grid with a 1-99 percentile window, else the label in grey."""
     if image is None:
         return (ref_arr > 0).astype(np.float32) * 0.4, (0.0, 1.0)
-    arr = _on_grid(image, ref_ras, order=1, channel=0)
+    arr = on_grid(image, ref_ras, order=1, channel=0)
     lo, hi = (float(v) for v in np.percentile(arr, [1.0, 99.0]))
     return arr, (lo, hi if hi > lo else lo + 1.0)
 
@@ -131,9 +136,14 @@ def _background(
 def _rows_to_show(
     labels: Mapping[int, str], metrics: CaseMetrics, ref: np.ndarray, pred: np.ndarray
 ) -> list[int]:
-    """Up to :data:`MAX_ROWS` labels present in the case, worst Dice first, else one row."""
+    """Up to :data:`MAX_ROWS` labels present in the case, worst Dice (or most uncertain)
+    first, else one row."""
+    def badness(value: int) -> float:
+        m = metrics.get(value, {})
+        return 1.0 - m["dice"] if "dice" in m else m.get("uncertainty", 0.0)
+
     present = [v for v in labels if (ref == v).any() or (pred == v).any()]
-    present.sort(key=lambda v: (metrics.get(v, {}).get("dice", 1.0), v))
+    present.sort(key=lambda v: (-badness(v), v))
     return present[:MAX_ROWS] or [next(iter(labels), 1)]
 
 

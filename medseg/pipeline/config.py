@@ -183,6 +183,10 @@ class PredictConfig:
     tta: bool | None = field(default=None, metadata=doc(
         "Test-time mirroring (null: the plan's choice, on where the device predicts a "
         "median case with it within a minute)."))
+    uncertainty: bool = field(default=True, metadata=doc(
+        "Also write per-voxel uncertainty maps and per-case uncertainty scores next to the "
+        "held-out and extra predictions (the evaluation report shows them); the label maps "
+        "are the same either way."))
     overlap: float = field(default=InferenceSettings.overlap, metadata=doc(
         "Sliding-window overlap.", check=in_range(0, 1, hi_open=True)))
     device: Device = field(default="auto", metadata=doc("Prediction device.", hashed=False))

@@ -202,25 +202,28 @@ def predict(ctx: StageContext) -> StageResult:
     _, held_out = split_dataset(ctx.run_dir)
     out = ctx.run_dir / PREDICTIONS_DIR
     jobs = [Job(c.case_id, c, is_dicom=c.images[0].is_dir()) for c in held_out]
-    batches = [(jobs, out / HOLDOUT_DIR, "nifti")]
+    batches = [(jobs, out / HOLDOUT_DIR, "nifti", cfg.uncertainty)]
     if cfg.format in DICOM_FORMATS:
         folder = DICOM_SEG_DIR if cfg.format == "dicom-seg" else RTSTRUCT_DIR
-        batches.append(([j for j in jobs if j.is_dicom], out / folder, cfg.format))
+        batches.append(([j for j in jobs if j.is_dicom], out / folder, cfg.format, False))
     if cfg.inputs:
         channels = list(predictor.plan.channels.values())
-        batches.append((discover_jobs(cfg.inputs, channels), out / EXTRA_DIR, cfg.format))
+        batches.append((discover_jobs(cfg.inputs, channels), out / EXTRA_DIR, cfg.format,
+                        cfg.uncertainty))
     counts = []
-    for batch, folder, fmt in batches:
+    for batch, folder, fmt, uncertainty in batches:
         if batch:
-            run_batch(predictor, batch, folder, fmt)
+            run_batch(predictor, batch, folder, fmt, uncertainty)
             counts.append(f"{len(batch)} to {folder.relative_to(ctx.run_dir)}")
     (out / HOLDOUT_DIR).mkdir(parents=True, exist_ok=True)
     return StageResult((PREDICTIONS_DIR,), "predicted " + (", ".join(counts) or "nothing"))
 
 
-def run_batch(predictor: Predictor, jobs: Sequence[Job], folder: Path, fmt: str) -> None:
+def run_batch(predictor: Predictor, jobs: Sequence[Job], folder: Path, fmt: str,
+              uncertainty: bool = False) -> None:
     """Predict ``jobs`` into ``folder``; any failed case fails the stage, naming it."""
-    results = predict_batch(predictor, jobs, folder, BatchOptions(format=fmt, overwrite=True))
+    options = BatchOptions(format=fmt, overwrite=True, uncertainty=uncertainty)
+    results = predict_batch(predictor, jobs, folder, options)
     log.info(summary_table(results, predictor.label_names))
     failed = [f"{r.name}: {r.error}" for r in results if r.status == "failed"]
     if failed:
@@ -241,7 +244,8 @@ def evaluate(ctx: StageContext) -> StageResult:
         nsd_tolerance=ctx.config.evaluate.nsd_tolerance_mm,
         images_dir=ctx.run_dir / REFERENCE_DIR / "images",
         regions=ctx.config.evaluate.regions, partial_labels=plan_.partial_labels,
-        case_roles=case_roles(ctx.run_dir, trained_folds(ctx), held_out))
+        case_roles=case_roles(ctx.run_dir, trained_folds(ctx), held_out),
+        modality=plan_.channels.get(0))
     if not result.complete:
         raise DatasetError(f"evaluation incomplete: failed {result.failed}, missing "
                            f"{list(result.missing_predictions)}", ctx.run_dir / EVALUATION_DIR)

@@ -38,13 +38,18 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
         assert pred.spatial_shape == image.spatial_shape
         np.testing.assert_allclose(pred.affine, image.affine, atol=1e-5)
         assert set(np.unique(pred.array)) <= {0, 1, 2}
-    (seg,) = (run / "predictions" / "extra").iterdir()  # the DICOM series, as DICOM-SEG
-    assert seg.suffix == ".dcm" and pydicom.dcmread(seg).Modality == "SEG"
+    (seg,) = (run / "predictions" / "extra").glob("*.dcm")  # the DICOM series, as DICOM-SEG
+    assert pydicom.dcmread(seg).Modality == "SEG"
+    assert (run / "predictions" / "extra" / f"{seg.stem}_uncertainty.json").is_file()
 
     summary = json.loads(first.summary_file.read_text())
     assert summary["n_cases"] == 2
     assert set(summary["per_class"]) == {"Anterior", "Posterior"}
     assert first.report.is_file()
+    page = first.report.read_text()  # interactive, with the uncertainty, relative links only
+    assert 'id="case-table"' in page and 'data-col="uncertainty"' in page
+    assert str(tmp_path) not in page
+    assert len(list((run / "evaluation" / "viewer" / "cases").glob("*.js"))) == 2
     resolved = (run / "config.resolved.yaml").read_text()
     assert "medseg_version:" in resolved and "epochs: 2" in resolved
 
