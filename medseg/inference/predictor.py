@@ -19,8 +19,13 @@ from torch import nn
 from medseg.core import Volume
 from medseg.core.errors import CheckpointError, ConfigError
 from medseg.inference.cpu_kernels import use_onednn_convolutions
+from medseg.inference.oom import Attempt, attempts, host_copy, run_with_retries
 from medseg.inference.postprocess import keep_largest_component
-from medseg.inference.sliding_window import autocast_dtype, predict_probabilities
+from medseg.inference.sliding_window import (
+    autocast_dtype,
+    choose_accumulator,
+    predict_probabilities,
+)
 from medseg.models import build_network, load_checkpoint, load_weights
 from medseg.preprocess.case import PreprocessedCase, preprocess_case
 from medseg.preprocess.invert import invert_labels, invert_probabilities
@@ -72,6 +77,7 @@ class Predictor:
         self.networks = [prepare_network(net, self.device, self.settings.amp)
                          for net in networks]
         self.checkpoints = [Path(p) for p in checkpoints]
+        self._host_networks: dict[int, nn.Module] = {}  # CPU copies, made on a GPU OOM
 
     @classmethod
     def load(
@@ -115,12 +121,21 @@ class Predictor:
         mirror_axes = (0, 1, 2) if self.settings.tta else ()
         batch_size = self.settings.batch_size or (2 if cfg.slice_axis is None else cfg.batch_size)
         total: np.ndarray | None = None
-        for net in self.networks:
-            probs = predict_probabilities(
-                net, image, cfg.patch_size, overlap=self.settings.overlap,
-                batch_size=batch_size, device=self.device,
-                mirror_axes=mirror_axes, amp=self.settings.amp, slice_axis=cfg.slice_axis,
-            )
+        for index in range(len(self.networks)):
+
+            def run(attempt: Attempt, index: int = index) -> np.ndarray:
+                host = torch.device("cpu")
+                return predict_probabilities(
+                    self._network_on(index, attempt.device), image, cfg.patch_size,
+                    overlap=self.settings.overlap, batch_size=attempt.batch_size,
+                    device=attempt.device, mirror_axes=mirror_axes, amp=self.settings.amp,
+                    slice_axis=cfg.slice_axis,
+                    accumulator=choose_accumulator(self.plan.n_classes, image.shape[1:], host)
+                    if attempt.host_accumulator else None,
+                )
+
+            # out of memory: fewer windows per pass, host accumulator, CPU (medseg.inference.oom)
+            probs = run_with_retries(run, attempts(batch_size, self.device))
             if total is None:
                 total = probs
             else:
@@ -129,6 +144,16 @@ class Predictor:
         if len(self.networks) > 1:
             total /= len(self.networks)
         return total
+
+    def _network_on(self, index: int, device: torch.device) -> nn.Module:
+        """Fold ``index``'s network on ``device``: its own, or a CPU copy made once (the
+        last out-of-memory retry of a GPU predictor)."""
+        if device == self.device:
+            return self.networks[index]
+        if index not in self._host_networks:
+            copy = host_copy(self.networks[index])
+            self._host_networks[index] = prepare_network(copy, device, self.settings.amp)
+        return self._host_networks[index]
 
     def predict(
         self,

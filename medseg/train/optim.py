@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 POLY_EXPONENT = 0.9
 
@@ -58,12 +61,25 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if device.type == "cuda" and not cuda_supports_bfloat16(device):
+            # torch.autocast would warn and silently run float32 instead
+            log.warning("bf16 requested but %s has no bfloat16 support (pre-Ampere): "
+                        "using float16 with gradient scaling", device)
+            return torch.float16
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
         return torch.float16
     return torch.bfloat16 if _cpu_has_native_bf16() else None
+
+
+def cuda_supports_bfloat16(device: torch.device) -> bool:
+    """True when ``device`` computes bfloat16 natively (compute capability 8.0, Ampere, on)."""
+    try:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    except (AssertionError, RuntimeError):  # no CUDA here
+        return False
 
 
 def _cpu_has_native_bf16() -> bool:
