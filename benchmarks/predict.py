@@ -263,11 +263,10 @@ def median_runs(commands: dict[str, list[str]], repeats: int, folder: Path) -> d
             for name, v in runs.items()}
 
 
-def medseg_cmd(model: Path, in_dir: Path, precision: str) -> list[str]:
+def medseg_cmd(model: Path, in_dir: Path, *extra: str) -> list[str]:
     """``medseg predict`` over ``in_dir``; the output folder is appended last."""
     return [sys.executable, "-m", "medseg", "predict", "-m", str(model), "-i", str(in_dir),
-            "--device", "cpu", "--no-progress", *(["--no-amp"] if precision == "fp32" else []),
-            "-o"]
+            "--device", "cpu", "--no-progress", *extra, "-o"]
 
 
 def monai_cmd(in_dir: Path, workers: int, model: Path, precision: str) -> list[str]:
@@ -333,7 +332,8 @@ def run(args: argparse.Namespace) -> dict:
         inputs = make_inputs(sources, args.cases, tmp / "in")
         commands = {}
         for p in precisions:
-            commands[f"medseg_{p}"] = medseg_cmd(model, inputs, p)
+            commands[f"medseg_{p}"] = medseg_cmd(model, inputs,
+                                                 *(["--no-amp"] if p == "fp32" else []))
             commands[f"monai_{p}"] = monai_cmd(inputs, args.workers, model, p)
         speed = median_runs(commands, args.repeats, tmp)
         distinct = [f"case_{i:04d}.nii.gz" for i in range(min(len(sources), args.cases))]
