@@ -11,7 +11,7 @@ TORCHVISION_SPEC ?= torchvision==0.28.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medseg-installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean gpu-check
 
 venv: $(STAMP)
 
@@ -26,6 +26,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# GPU readiness check (benchmarks/gpu_check.py; docs/benchmarks.md): on a CUDA machine
+# `make gpu-check TORCH_SPEC=torch`; anywhere `make gpu-check ARGS=--dry-run` (CPU, tiny).
+# GPU_PY=python3 uses that interpreter (torch, MONAI, medseg's dependencies installed)
+# instead of the virtual environment. Results: gpu_check.json in $$OUT or ./gpu_check_out.
+GPU_PY ?=
+ARGS ?=
+gpu-check: $(if $(GPU_PY),,$(STAMP))
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(or $(GPU_PY),$(PY)) benchmarks/gpu_check.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medseg tests benchmarks

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,8 +98,6 @@ def _row(root: Path, folder: Path, times: dict[str, list[tuple[float, float]]]) 
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -108,11 +108,13 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.root.resolve(), args.repeats)
     print(f"{'series':<44} {'files':>5} {'medseg ms':>10} {'sitk ms':>8} {'ratio':>6} "
-          f"{'cpu ratio':>9}")
+          f"{'cpu ratio':>9}", file=sys.stderr)
     for row in result["series"]:
         print(f"{row['series'][-44:]:<44} {row['files']:>5} {row['medseg_ms']:>10.1f} "
-              f"{row['sitk_ms']:>8.1f} {row['ratio']:>6.2f} {row['cpu_ratio']:>9.2f}")
-    print(json.dumps(result))
+              f"{row['sitk_ms']:>8.1f} {row['ratio']:>6.2f} {row['cpu_ratio']:>9.2f}",
+              file=sys.stderr)
+    result["load_avg_1min"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(result))  # the one line on stdout
 
 
 if __name__ == "__main__":

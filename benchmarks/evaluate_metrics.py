@@ -113,6 +113,7 @@ def main() -> None:
         "folder_cases": min(args.folder_cases, len(paths)),
         "evaluate_folders_s": {str(w): round(s, 2) for w, s in folder.items()},
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"), "load_avg_1min": round(os.getloadavg()[0], 1),
     }))
 
 

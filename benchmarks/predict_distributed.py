@@ -100,7 +100,8 @@ def main() -> None:
         shutil.rmtree(folder / "inputs")
     local_s, dask_s = end_to_end["local"]["wall_s"], end_to_end["dask"]["wall_s"]
     print(json.dumps({
-        "benchmark": "predict_distributed", "cases": args.cases, "workers": args.workers,
+        "benchmark": "predict_distributed", "date": time.strftime("%Y-%m-%d"),
+        "cases": args.cases, "workers": args.workers,
         "model": "random hippocampus 3d" if args.model is None else str(args.model),
         "end_to_end": {
             **end_to_end,

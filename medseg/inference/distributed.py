@@ -11,7 +11,10 @@ Each worker process loads the model the first time it gets a case and keeps it
 writes its case atomically into the output folder and returns a small
 :class:`~medseg.inference.batch.CaseResult`; a case that fails (bad input, or a worker
 lost mid-case) is retried once on any worker, then reported as ``failed`` while the
-others go on. Dask is an optional dependency (``pip install 'medseg[distributed]'``)
+others go on. On a GPU machine, ``--workers N --device cuda`` (or ``auto``) gives each
+local worker its own GPU (``CUDA_VISIBLE_DEVICES``, round-robin over the visible ones:
+:func:`gpu_slots`), as dask-cuda does; an explicit ``cuda:K`` keeps every worker on GPU K.
+Dask is an optional dependency (``pip install 'medseg[distributed]'``)
 imported only here, when used.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import itertools
 import logging
 import os
 import threading
@@ -123,11 +127,39 @@ def quiet_dask_logs(level: int = logging.ERROR) -> Iterator[None]:
         logger.setLevel(previous)
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        entries = [e.strip() for e in listed.split(",")]
+        # CUDA stops at the first entry that is empty or a negative index
+        return list(itertools.takewhile(lambda e: e and not e.startswith("-"), entries))
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_slots(device: str, workers: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each local worker for ``device``: the visible GPUs
+    round-robin for ``cuda``/``auto``; none (empty list) for the CPU, for ``cuda:K`` (every
+    worker on that GPU) and where no GPU is visible."""
+    if str(device) not in ("cuda", "auto"):
+        return []
+    visible = visible_gpus()
+    if not visible:
+        return []
+    if workers > len(visible):
+        log.warning("%d workers share %d GPU(s)", workers, len(visible))
+    return [visible[i % len(visible)] for i in range(workers)]
+
+
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+def dask_client(scheduler: str | None = None, workers: int | None = None,
+                gpus: Sequence[str] = ()) -> Iterator[Any]:
     """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers``
     single-threaded processes (closed on exit; its logs are silenced, since every failed
-    case is reported by the client)."""
+    case is reported by the client). ``gpus`` (from :func:`gpu_slots`) sets each local
+    worker's ``CUDA_VISIBLE_DEVICES``."""
     dd = import_distributed()
     if (scheduler is None) == (workers is None):
         raise ConfigError("give either a scheduler address or a number of workers")
@@ -142,16 +174,30 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         return
     if workers is None or workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if gpus and len(gpus) != workers:
+        raise ConfigError(f"{workers} workers but {len(gpus)} GPU slots")
     import dask
 
     with quiet_dask_logs(), dask.config.set(local_worker_environment(workers)), \
-            dd.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+            dd.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
                             dashboard_address=":0", silence_logs=logging.CRITICAL
                             ) as cluster, \
             dd.Client(cluster) as client:  # ":0": a free port, no clash with other clusters
+        start_workers(cluster, [{"CUDA_VISIBLE_DEVICES": g} for g in gpus] or [{}] * workers)
+        client.wait_for_workers(workers)
         if importlib.util.find_spec("bokeh"):
             log.info("Dask dashboard: %s", client.dashboard_link)
         yield client
+
+
+def start_workers(cluster: Any, environments: Sequence[dict[str, str]]) -> None:
+    """Start one worker of the local ``cluster`` per entry, with those environment
+    variables (Nanny ``env``: they take precedence over the client's)."""
+    template = cluster.new_spec
+    for name, env in enumerate(environments):
+        options = {**template["options"], "env": {**(template["options"].get("env") or {}), **env}}
+        cluster.worker_spec[name] = {**template, "options": options}
+    cluster.scale(len(environments))
 
 
 def local_worker_environment(workers: int) -> dict[str, Any]:
@@ -198,7 +244,8 @@ def predict_on_cluster(
 ) -> list[CaseResult]:
     """:func:`predict_batch_distributed` on a scheduler, or on a local cluster of
     ``workers`` processes started (and stopped) for this batch."""
-    with dask_client(scheduler, workers) as client:
+    gpus = gpu_slots(spec.device, workers) if workers else []
+    with dask_client(scheduler, workers, gpus) as client:
         return predict_batch_distributed(spec, jobs, out_dir, options, client)
 
 

@@ -19,8 +19,10 @@ from torch import nn
 
 from medseg.core import Volume
 from medseg.core.errors import CheckpointError, ConfigError
+from medseg.inference.cpu_kernels import use_onednn_convolutions
+from medseg.inference.oom import Attempt, attempts, host_copy, run_with_retries
 from medseg.inference.postprocess import keep_largest_component
-from medseg.inference.sliding_window import predict_probabilities
+from medseg.inference.sliding_window import choose_accumulator, predict_probabilities
 from medseg.models import build_network, load_checkpoint, load_weights
 from medseg.models.runtime import autocast_dtype, resolve_device
 from medseg.preprocess.case import PreprocessedCase, preprocess_case
@@ -74,6 +76,7 @@ class Predictor:
         self.networks = [prepare_network(net, self.device, self.settings.amp)
                          for net in networks]
         self.checkpoints = [Path(p) for p in checkpoints]
+        self._host_networks: dict[int, nn.Module] = {}  # CPU copies, made on a GPU OOM
 
     @classmethod
     def load(
@@ -137,8 +140,19 @@ class Predictor:
         """Fold-averaged class probabilities ``(K, X, Y, Z)`` on the preprocessed grid."""
         options = self.window_options()
         total: np.ndarray | None = None
-        for net in self.networks:
-            probs = predict_probabilities(net, image, **options)
+        for index in range(len(self.networks)):
+
+            def run(attempt: Attempt, index: int = index) -> np.ndarray:
+                host = torch.device("cpu")
+                return predict_probabilities(
+                    self._network_on(index, attempt.device), image,
+                    **{**options, "batch_size": attempt.batch_size, "device": attempt.device},
+                    accumulator=choose_accumulator(self.plan.n_classes, image.shape[1:], host)
+                    if attempt.host_accumulator else None,
+                )
+
+            # out of memory: fewer windows per pass, host accumulator, CPU (medseg.inference.oom)
+            probs = run_with_retries(run, attempts(options["batch_size"], self.device))
             if total is None:
                 total = probs
             else:
@@ -147,6 +161,16 @@ class Predictor:
         if len(self.networks) > 1:
             total /= len(self.networks)
         return total
+
+    def _network_on(self, index: int, device: torch.device) -> nn.Module:
+        """Fold ``index``'s network on ``device``: its own, or a CPU copy made once (the
+        last out-of-memory retry of a GPU predictor)."""
+        if device == self.device:
+            return self.networks[index]
+        if index not in self._host_networks:
+            copy = host_copy(self.networks[index])
+            self._host_networks[index] = prepare_network(copy, device, self.settings.amp)
+        return self._host_networks[index]
 
     def predict(
         self,
@@ -201,8 +225,11 @@ def predict_volume(model: Predictor, volume: Volume) -> Volume:
 def prepare_network(network: nn.Module, device: torch.device, amp: bool) -> nn.Module:
     """Move ``network`` (in place) to ``device`` in eval mode; with ``amp`` on a CPU with
     native bfloat16, convert its weights to bfloat16 (about 1.7x faster than autocast,
-    which re-casts every weight on every call; same arg-max agreement with float32)."""
+    which re-casts every weight on every call; same arg-max agreement with float32).
+    On CPU its 3D convolutions always take oneDNN's kernel (``medseg.inference.cpu_kernels``)."""
     network = network.to(device).eval()
+    if device.type == "cpu":
+        use_onednn_convolutions(network)
     if amp and autocast_dtype(device) == torch.bfloat16:
         network = network.to(torch.bfloat16)
     return network

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
-from scipy import ndimage
 
 from medseg.core.errors import InputError
 
@@ -160,6 +159,8 @@ def shift_planes(
     Output voxel ``(j, i)`` of plane ``k`` takes the source value at ``(j, i) - shift``
     (spline order 1 or 0); nothing is interpolated across the plane's edge.
     """
+    from scipy import ndimage  # imported when used: reading starts without it
+
     order = 0 if interpolation == "nearest" else 1
     dtype = planes.dtype if order == 0 else np.result_type(planes.dtype, np.float32)
     out = np.empty(planes.shape, dtype=dtype)

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from medseg.core import Volume, geometry
 from medseg.core.atomic import atomic_path
 from medseg.core.errors import GeometryError, OutputError, ReadError
+
+if TYPE_CHECKING:  # imported when used: NIfTI-only commands start without SimpleITK
+    import SimpleITK as sitk
 
 SITK_FORMATS = {".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
 _HEADER_SUFFIXES = (".mhd", ".nhdr")  # detached headers: their data file is moved first
@@ -36,6 +39,8 @@ def sitk_affine_lps(image: sitk.Image) -> np.ndarray:
 
 def sitk_to_volume(image: sitk.Image, meta: dict) -> Volume:
     """Convert a 2D/3D (scalar or vector) SimpleITK image into a RAS :class:`Volume`."""
+    import SimpleITK as sitk
+
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:
@@ -56,6 +61,8 @@ def sitk_to_volume(image: sitk.Image, meta: dict) -> Volume:
 
 def volume_to_sitk(volume: Volume) -> sitk.Image:
     """Convert a :class:`Volume` into a 3D SimpleITK image (vector pixels if C > 1)."""
+    import SimpleITK as sitk
+
     dtype = _WRITE_DTYPE.get(volume.dtype, volume.dtype)
     array = np.asarray(volume.array, dtype=dtype).transpose(3, 2, 1, 0)  # (z, y, x, c)
     if volume.n_channels == 1:
@@ -71,6 +78,8 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
 
 def read_sitk(path: str | Path) -> Volume:
     """Read a NRRD or MetaImage file into a RAS :class:`Volume` (stored dtype kept)."""
+    import SimpleITK as sitk
+
     path = Path(path)
     fmt = sitk_format(path)
     if fmt is None:
@@ -84,6 +93,8 @@ def read_sitk(path: str | Path) -> Volume:
 
 def write_sitk(volume: Volume, path: str | Path) -> None:
     """Write ``volume`` as NRRD or MetaImage, atomically (detached data file first)."""
+    import SimpleITK as sitk
+
     path = Path(path)
     if sitk_format(path) is None:
         raise OutputError("output must end in .nrrd, .nhdr, .mha or .mhd", path)

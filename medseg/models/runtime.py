@@ -5,16 +5,20 @@ training, prediction and planning share.
   :class:`ConfigError`;
 - precision ``"auto"``: float16 autocast on CUDA (with a gradient scaler in training),
   bfloat16 on CPUs with native bfloat16 kernels (AVX512-BF16 / AMX: ~3x faster 3D
-  convolutions), float32 elsewhere; ``"fp32"``, ``"bf16"`` and ``"fp16"`` force one.
+  convolutions), float32 elsewhere; ``"fp32"``, ``"bf16"`` and ``"fp16"`` force one
+  (``"bf16"`` on a GPU without bfloat16, before Ampere, falls back to float16).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 
 from medseg.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -44,6 +48,14 @@ def cpu_supports_bfloat16() -> bool:
         return False
 
 
+def cuda_supports_bfloat16(device: torch.device) -> bool:
+    """True when ``device`` computes bfloat16 natively (compute capability 8.0, Ampere, on)."""
+    try:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    except (AssertionError, RuntimeError):  # no CUDA here
+        return False
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """Mixed-precision type for ``device`` under ``precision`` (None: full float32)."""
     if precision not in PRECISIONS:
@@ -51,6 +63,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if device.type == "cuda" and not cuda_supports_bfloat16(device):
+            # torch.autocast would warn and silently run float32 instead
+            log.warning("bf16 requested but %s has no bfloat16 support (pre-Ampere): "
+                        "using float16 with gradient scaling", device)
+            return torch.float16
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16

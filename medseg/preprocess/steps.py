@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
-from scipy import ndimage
 
 from medseg.core import geometry
 from medseg.core.errors import ConfigError, DatasetError
@@ -128,6 +126,8 @@ def resample_array(array: np.ndarray, shape_out: Sequence[int], order: int,
         in_plane = list(shape_out)
         in_plane[separate_axis] = array.shape[1 + separate_axis]
         return resample_array(resample_array(array, in_plane, order), shape_out, 0)
+    from scipy import ndimage  # imported when used: `medseg plan/preprocess` start fast
+
     m = resampling_matrix(array.shape[1:], shape_out)
     out = np.empty((array.shape[0], *shape_out), dtype=np.float32)
     for c in range(array.shape[0]):
@@ -141,6 +141,8 @@ def resample_array(array: np.ndarray, shape_out: Sequence[int], order: int,
 def resample_linear(array: np.ndarray, shape_out: Sequence[int]) -> np.ndarray:
     """Trilinear resampling of every channel onto ``shape_out``: the mapping of
     ``resample_array(array, shape_out, 1)`` (equal to ~1e-6), ~4x faster via torch."""
+    import torch  # imported when used: `medseg plan/preprocess` need no torch otherwise
+
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
     out = torch.nn.functional.interpolate(tensor, size=tuple(shape_out), mode="trilinear",
                                           align_corners=False)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from medseg.sampling.augment import AugmentSettings, augment_batch_
 from medseg.sampling.patches import centered_start, patch_size_3d, random_start, read_patch
-from medseg.sampling.ring import RingLoader, SharedRing, Ticket
+from medseg.sampling.ring import Piped, RingLoader, SharedRing, Ticket, make_ring
 
 
 class PatchSource(Protocol):
@@ -190,6 +190,7 @@ class PatchBatches(Dataset):
         self.opened, self.cases, self.settings = OpenCases(source), list(cases), settings
         self.augment, self.seed, self.n_classes = augment, seed, n_classes
         self.ring: SharedRing | None = None  # set by make_loader for its worker processes
+        self.piped = False  # set by make_loader when the ring does not fit in /dev/shm
 
     def open_all(self) -> None:
         """Open every case now (up to the LRU size), e.g. before workers fork, so they
@@ -200,7 +201,7 @@ class PatchBatches(Dataset):
     def __len__(self) -> int:
         return 2**62  # batches are addressed by index; EpochSampler picks the range
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | Ticket:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | Ticket | Piped:
         rng = np.random.default_rng([self.seed, index])
         picks = rng.integers(len(self.cases), size=self.settings.batch_size)
         image, label = make_batch(self.opened, self.cases, self.settings, rng, picks)
@@ -213,8 +214,10 @@ class PatchBatches(Dataset):
                 annotated_classes(self.opened[self.cases[int(p)]][2], self.n_classes)
                 for p in picks]))
         worker = get_worker_info()
-        if worker is None or self.ring is None:
+        if worker is None:
             return batch
+        if self.ring is None:
+            return Piped.of(batch) if self.piped else batch
         return self.ring.put(batch, worker.id)
 
 
@@ -265,12 +268,14 @@ def make_loader(
     prefetch_factor: int = 4,
 ) -> DataLoader:
     """A DataLoader over whole batches (``batch_size=None``) with persistent workers that
-    hand batches over through a :class:`SharedRing` (in-process loading when 0 workers)."""
+    hand batches over through a :class:`SharedRing` (in-process loading when 0 workers),
+    or through their pipes when ``/dev/shm`` has no room for the ring."""
     if not num_workers:
         return DataLoader(batches, batch_size=None, sampler=sampler, pin_memory=pin_memory)
     # a worker has at most ~prefetch_factor batches in flight; the ring falls back to
     # ordinary tensor passing in the (unexpected) case that its next buffer is still taken
-    batches.ring = SharedRing(num_workers, prefetch_factor + 2, batches[0])
+    batches.ring = make_ring(num_workers, prefetch_factor + 2, batches[0])
+    batches.piped = batches.ring is None
     return RingLoader(
         batches, batches.ring, batch_size=None, sampler=sampler, num_workers=num_workers,
         pin_memory=pin_memory, persistent_workers=True, worker_init_fn=worker_init,

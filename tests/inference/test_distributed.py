@@ -15,9 +15,11 @@ from medseg.inference.distributed import (
     ModelSpec,
     absolute,
     dask_client,
+    gpu_slots,
     import_distributed,
     models_loaded,
     predict_batch_distributed,
+    visible_gpus,
 )
 from medseg.inference.jobs import discover_jobs
 from medseg.inference.predictor import Predictor
@@ -140,3 +142,27 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
                      "broken": "failed"}
     np.testing.assert_array_equal(read_volume(tmp_path / "dask" / "ras.nii.gz").array,
                                   read_volume(tmp_path / "local" / "ras.nii.gz").array)
+
+
+def test_gpu_slots_spread_workers_over_the_visible_gpus(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert visible_gpus() == ["3", "5"]
+    assert gpu_slots("cuda", 2) == ["3", "5"] and gpu_slots("auto", 3) == ["3", "5", "3"]
+    assert gpu_slots("cuda:1", 2) == [] and gpu_slots("cpu", 2) == []  # left as asked
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-6d1f,MIG-0a2b,-1,7")
+    assert visible_gpus() == ["GPU-6d1f", "MIG-0a2b"]  # CUDA stops at an invalid entry
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_slots("auto", 2) == []  # no GPU: the CPU, as before
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert gpu_slots("cuda", 4) == ["0", "1", "0", "1"]
+
+
+@pytest.mark.slow
+def test_each_local_worker_sees_its_own_gpu(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # faked: no GPU is touched
+    with dask_client(workers=2, gpus=gpu_slots("cuda", 2)) as client:
+        seen = client.run(lambda: __import__("os").environ.get("CUDA_VISIBLE_DEVICES"))
+        names = {info["name"]: address
+                 for address, info in client.scheduler_info()["workers"].items()}
+    assert len(seen) == 2 and {seen[names[0]], seen[names[1]]} == {"3", "5"}

@@ -99,6 +99,24 @@ def test_kept_batches_stay_intact_when_the_shared_ring_wraps_around() -> None:
         assert torch.equal(batch["label"], expected["label"])
 
 
+def test_without_room_in_dev_shm_workers_pipe_the_same_batches(monkeypatch) -> None:
+    import medseg.sampling.ring as ring_module
+
+    monkeypatch.setattr(ring_module, "shm_free_bytes", lambda path="": 4096)  # tiny /dev/shm
+    cache = sphere_cases(n=4)
+    batches = PatchBatches(cache, cache.case_ids, SamplerSettings((8, 8, 8), batch_size=2),
+                           AugmentSettings(), seed=3)
+    loader = make_loader(batches, EpochSampler(6), num_workers=2, prefetch_factor=2)
+    assert loader.transport == "pipe" and batches.ring is None
+    kept = list(loader)
+    assert loader.fallbacks == 6  # every batch came through a pipe
+    for i, got in enumerate(kept):
+        expected = batches[i]  # computed in-process
+        assert not got["image"].is_shared()
+        torch.testing.assert_close(got["image"], expected["image"])
+        assert torch.equal(got["label"], expected["label"])
+
+
 def test_pickled_batches_do_not_carry_open_cases() -> None:
     import pickle
 
