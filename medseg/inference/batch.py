@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from medseg.core.errors import MedsegError, OutputError
 from medseg.core.paths import ensure_outside_inputs
 from medseg.data import read_case
 from medseg.inference.jobs import Job
+from medseg.inference.memory import CaseResources
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.io import write_volume
 from medseg.io.dicom_seg import write_dicom_seg
@@ -42,6 +44,9 @@ class BatchOptions:
     overwrite: bool = False
     save_probabilities: bool = False
     progress: bool = True
+    # per job name: accumulator, windows per forward and slab chosen for a RAM budget
+    resources: Mapping[str, CaseResources] = field(default_factory=dict)
+    overlap: bool = True  # read the next case and write the previous one in threads
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ def split_existing(
 def _run(
     predictor: Predictor, jobs: Sequence[Job], out_dir: Path, options: BatchOptions
 ) -> list[CaseResult]:
+    if not options.overlap:  # one case in memory at a time (a tight RAM budget)
+        return [predict_one(predictor, job, out_dir, options)
+                for job in tqdm(jobs, desc="predict", unit="case", disable=not options.progress)]
     results = []
     with ThreadPoolExecutor(1, "medseg-read") as reader, \
             ThreadPoolExecutor(1, "medseg-write") as writer:
@@ -134,7 +142,7 @@ def _run(
                 volume, pre, read_s = current.result()
                 del current  # the future must not keep the preprocessed arrays alive
                 start = time.perf_counter()
-                prediction = predictor.predict(volume, pre, options.save_probabilities)
+                prediction = _predict(predictor, job, volume, pre, options)
                 del pre
                 predict_s = time.perf_counter() - start
             except Exception as exc:  # one bad case must not stop the batch
@@ -158,7 +166,7 @@ def predict_one(
     try:
         volume, pre, read_s = _load(predictor, job)
         start = time.perf_counter()
-        prediction = predictor.predict(volume, pre, options.save_probabilities)
+        prediction = _predict(predictor, job, volume, pre, options)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
     del pre
@@ -166,10 +174,20 @@ def predict_one(
                   read_s + time.perf_counter() - start)
 
 
+def _predict(predictor: Predictor, job: Job, volume: Volume, pre: PreprocessedCase,
+             options: BatchOptions) -> Prediction:
+    return predictor.predict(volume, pre, options.save_probabilities,
+                             options.resources.get(job.name))
+
+
 def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, float]:
+    """Read and preprocess a job; the returned volume keeps geometry and metadata only
+    (its pixels are freed: prediction needs the preprocessed image alone)."""
     start = time.perf_counter()
     volume, _ = read_case(job.case)
-    return volume, predictor.preprocess(volume), time.perf_counter() - start
+    pre = predictor.preprocess(volume)
+    shell = volume.with_array(np.broadcast_to(np.zeros((), volume.dtype), volume.array.shape))
+    return shell, pre, time.perf_counter() - start
 
 
 def _write(
@@ -184,9 +202,9 @@ def _write(
             write_dicom_seg(labels, target, predictor.label_names)
         else:
             write_volume(labels, target)
-        if options.save_probabilities and prediction.probabilities is not None:
-            write_probabilities(probabilities_path(job, out_dir), prediction.probabilities,
-                                labels.affine, predictor.plan.label_values)
+        if options.save_probabilities and prediction.preprocessed_probabilities is not None:
+            write_probability_slabs(probabilities_path(job, out_dir), prediction,
+                                    predictor.plan.label_values)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
     values, counts = np.unique(labels.array, return_counts=True)
@@ -202,6 +220,26 @@ def write_probabilities(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, probabilities=probabilities.astype(np.float16),
                             affine=affine, label_values=np.asarray(label_values))
+
+
+def write_probability_slabs(path: Path, prediction: Prediction,
+                            label_values: Sequence[int]) -> None:
+    """Atomically save the source-grid float16 probabilities of ``prediction`` as
+    ``write_probabilities`` does, streamed slab by slab into the archive (Fortran-ordered
+    array: a slab of the last axis is one contiguous run), never whole in memory."""
+    labels = prediction.labels
+    shape = (len(label_values), *labels.spatial_shape)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": True,
+              "shape": shape}
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED,
+                                                   allowZip64=True) as archive:
+        with archive.open("probabilities.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_2_0(fh, header)
+            for _, slab in prediction.probability_slabs():
+                fh.write(np.ascontiguousarray(slab.transpose(3, 2, 1, 0)).tobytes())
+        for name, value in (("affine", labels.affine), ("label_values", np.asarray(label_values))):
+            with archive.open(f"{name}.npy", "w") as fh:
+                np.lib.format.write_array(fh, np.asarray(value))
 
 
 def _failed(job: Job, target: Path, exc: Exception) -> CaseResult:
