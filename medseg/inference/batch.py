@@ -25,7 +25,7 @@ from medseg.core.errors import MedsegError, OutputError
 from medseg.core.paths import ensure_outside_inputs
 from medseg.data import read_case
 from medseg.inference.jobs import Job
-from medseg.inference.memory import CaseResources
+from medseg.inference.memory import CaseResources, release_free_memory
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.io import write_volume
 from medseg.io.dicom_seg import write_dicom_seg
@@ -176,8 +176,10 @@ def predict_one(
 
 def _predict(predictor: Predictor, job: Job, volume: Volume, pre: PreprocessedCase,
              options: BatchOptions) -> Prediction:
-    return predictor.predict(volume, pre, options.save_probabilities,
-                             options.resources.get(job.name))
+    prediction = predictor.predict(volume, pre, options.save_probabilities,
+                                   options.resources.get(job.name))
+    release_free_memory()
+    return prediction
 
 
 def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, float]:
@@ -187,6 +189,8 @@ def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, flo
     volume, _ = read_case(job.case)
     pre = predictor.preprocess(volume)
     shell = volume.with_array(np.broadcast_to(np.zeros((), volume.dtype), volume.array.shape))
+    del volume
+    release_free_memory()
     return shell, pre, time.perf_counter() - start
 
 
@@ -207,10 +211,20 @@ def _write(
                                     predictor.plan.label_values)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
-    values, counts = np.unique(labels.array, return_counts=True)
+    release_free_memory()
     return CaseResult(job.name, "ok", target, labels.spatial_shape,
-                      elapsed + time.perf_counter() - start,
-                      {int(v): int(c) for v, c in zip(values, counts, strict=True)})
+                      elapsed + time.perf_counter() - start, voxel_counts(labels.array[0]))
+
+
+def voxel_counts(labels: np.ndarray, slab: int = 16) -> dict[int, int]:
+    """Voxels per label value, a few slices at a time (``np.unique`` of a whole CT label
+    map sorts a full copy of it)."""
+    counts: dict[int, int] = {}
+    for k in range(0, labels.shape[-1], slab):
+        values, n = np.unique(labels[..., k : k + slab], return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist(), strict=True):
+            counts[int(v)] = counts.get(int(v), 0) + int(c)
+    return dict(sorted(counts.items()))
 
 
 def write_probabilities(

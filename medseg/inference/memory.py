@@ -21,9 +21,12 @@ previous one with the current prediction only when that also fits.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -141,6 +144,25 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@functools.cache
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the kernel (glibc's ``malloc_trim``; a no-op
+    elsewhere). Reading and writing run in their own threads, whose malloc arenas otherwise
+    keep a phase's freed memory resident while the next phase allocates its own: measured
+    up to +80 MB on a 256x256x128 case. Called between the phases of a case."""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def default_budget() -> int:
     """This process's memory now plus ``DEFAULT_FRACTION`` of what is still available."""
     return current_rss() + int(DEFAULT_FRACTION * available_memory())
@@ -237,9 +259,10 @@ def phases(w: Workload, res: CaseResources) -> dict[str, int]:
     probs_out = slab_depth * w.source.shape[0] * w.source.shape[1] * w.n_classes * 6 \
         if w.with_probabilities else 0
     writer = src * (3 if w.dicom_seg else 1)
+    masks = src * (channels + 1)  # the finite check / the crop's non-zero mask (bool)
     return {
-        "read": read,
-        "preprocess": read + 4 * channels * (src + w.inplane_voxels) + image,
+        "read": read + src,
+        "preprocess": read + masks + 4 * channels * (src + w.inplane_voxels) + image,
         "windows": image + acc + folds_extra + forward,
         "invert": acc + labels + max(slab, post),
         "write": labels + writer + probs_out + (acc if w.with_probabilities else 0),

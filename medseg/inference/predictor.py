@@ -18,7 +18,7 @@ from torch import nn
 
 from medseg.core import Volume
 from medseg.core.errors import CheckpointError, ConfigError
-from medseg.inference.memory import CaseResources
+from medseg.inference.memory import CaseResources, release_free_memory
 from medseg.inference.postprocess import keep_largest_component
 from medseg.inference.sliding_window import (
     Accumulator,
@@ -197,6 +197,7 @@ class Predictor:
         pre = preprocessed if preprocessed is not None else self.preprocess(volume)
         res = resources or CaseResources()
         probs = self.probabilities(pre.image, res.accumulator, res.batch_size)
+        release_free_memory()  # the windows' freed buffers, before the inversion allocates
         slab = res.slab or preferred_slab(probs.shape[0], pre.record["source_shape"])
         labels = source_labels(probs, pre.record, slab)
         if self.settings.largest_component:

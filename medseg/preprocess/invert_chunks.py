@@ -269,7 +269,8 @@ def invert_argmax(
     values = np.asarray(record["label_values"])
     lookup = torch.from_numpy(values.astype(label_dtype(values)))
     imap = inverse_map(record)
-    out = np.empty(imap.source_shape, dtype=label_dtype(values))
+    # Fortran order: each slab is one contiguous block, and NIfTI writers need no copy
+    out = np.empty(imap.source_shape, dtype=label_dtype(values), order="F")
     fill = background_fill(probs.shape[0])
     for k, scores in invert_slabs(probs, imap, slab=slab, fill=fill):
         out[..., k] = lookup[scores.argmax(dim=0)].numpy()

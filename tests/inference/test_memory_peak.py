@@ -70,6 +70,7 @@ def test_predict_process_stays_under_a_budget_the_whole_volume_path_exceeds(tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] == 0
+    print(result)
     assert result["peak"] <= result["budget"], result
     # the whole-volume path allocates at least this much on top of the same base
     assert result["budget"] < result["base"] + whole_volume_bytes
