@@ -6,7 +6,8 @@ The model (bytes, per case; measured against peak RSS in docs/benchmarks.md):
 * ``base``: the process before the case (Python, torch, the loaded networks), measured;
 * ``source``: the image as read (voxels x channels x bytes; DICOM with a rescale is float32).
   The batch drops it once preprocessed;
-* ``preprocess``: the normalized float32 copy, the in-plane resampling pass and the
+* ``preprocess``: the crop mask, the normalized float32 copy, scipy's float64 spline
+  coefficients (cubic resampling), the in-plane resampling pass and the
   resampled image;
 * ``windows``: the preprocessed image, the class accumulator (float32, float16, or on disk
   where the kernel may page it out), the network's feature maps for one batch of windows
@@ -42,7 +43,7 @@ from medseg.inference.sliding_window import (
 )
 from medseg.io.header_info import ImageGeometry
 from medseg.preprocess.invert_chunks import preferred_slab, slab_bytes
-from medseg.preprocess.steps import target_shape
+from medseg.preprocess.steps import INTERPOLATION_ORDER, anisotropic_axis, target_shape
 
 if TYPE_CHECKING:
     from medseg.inference.predictor import Predictor
@@ -111,6 +112,9 @@ class Workload:
     default_batch: int
     value_bytes: int  # network compute type: 2 (bf16/fp16) or 4
     label_bytes: int
+    # cubic 3D resampling: scipy's float64 spline coefficients of a whole channel (the
+    # anisotropic case resamples plane by plane: one plane's worth)
+    spline_prefilter: bool = False
     with_probabilities: bool = False
     largest_component: bool = False
     dicom_seg: bool = False
@@ -194,9 +198,10 @@ def workload(predictor: Predictor, name: str, source: ImageGeometry, *,
     ras_spacing = geometry.spacing(ras_affine)
     pre = target_shape(ras_shape, ras_spacing, plan.target_spacing)
     inplane = list(pre)
-    for axis in range(3):  # the anisotropic axis is resampled in a second pass
-        if ras_spacing[axis] > 3 * min(ras_spacing):
-            inplane[axis] = ras_shape[axis]
+    separate = anisotropic_axis(ras_spacing)
+    separate = anisotropic_axis(plan.target_spacing) if separate is None else separate
+    if separate is not None:  # the anisotropic axis is resampled in a second pass
+        inplane[separate] = ras_shape[separate]
     patch = list(cfg.patch_size)
     if cfg.slice_axis is not None:
         patch.insert(cfg.slice_axis, 1)
@@ -211,6 +216,8 @@ def workload(predictor: Predictor, name: str, source: ImageGeometry, *,
         activation_bytes_per_window=int(ACTIVATION_FACTOR * amp_bytes * _feature_values(
             cfg.filters, cfg.strides, patch)),
         default_batch=predictor.windows_per_batch(), value_bytes=amp_bytes, label_bytes=values,
+        spline_prefilter=(INTERPOLATION_ORDER.get(plan.image_interpolation, 1) > 1
+                          and tuple(pre) != tuple(ras_shape) and separate is None),
         with_probabilities=with_probabilities,
         largest_component=predictor.settings.largest_component, dicom_seg=dicom_seg,
     )
@@ -260,9 +267,13 @@ def phases(w: Workload, res: CaseResources) -> dict[str, int]:
         if w.with_probabilities else 0
     writer = src * (3 if w.dicom_seg else 1)
     masks = src * (channels + 1)  # the finite check / the crop's non-zero mask (bool)
+    # cubic 3D resampling runs scipy's spline prefilter on the full-resolution channel
+    # first: a float64 copy of it (it was the largest allocation on a 512x512x536 CT
+    # before the anisotropic in-plane pass went plane by plane)
+    spline = 8 * src if w.spline_prefilter else 0
     return {
         "read": read + src,
-        "preprocess": read + masks + 4 * channels * (src + w.inplane_voxels) + image,
+        "preprocess": read + masks + spline + 4 * channels * (src + w.inplane_voxels) + image,
         "windows": image + acc + folds_extra + forward,
         "invert": acc + labels + max(slab, post),
         "write": labels + writer + probs_out + (acc if w.with_probabilities else 0),
