@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from medseg.core.errors import EXIT_OK, EXIT_PARTIAL
@@ -17,7 +18,9 @@ from medseg.inference.batch import (
     totals_line,
 )
 from medseg.inference.distributed import ModelSpec, predict_on_cluster
+from medseg.inference.estimate import budgeted_options, estimate_jobs
 from medseg.inference.jobs import discover_jobs
+from medseg.inference.memory import DEFAULT_FRACTION, default_budget, parse_gb
 from medseg.inference.predictor import InferenceSettings, Predictor
 from medseg.inference.uncertainty import check_supported
 
@@ -79,6 +82,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "uncertainty, each in a slice viewer with its label volumes and "
                              "QC montage (implies --uncertainty)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--max-ram", metavar="GB",
+                        help="memory budget in GB (10^9 bytes): chooses accumulator precision "
+                             "(float16, on disk), windows per forward and inversion slabs to "
+                             "stay below it, and refuses at once when a case cannot fit "
+                             f"(default: {int(DEFAULT_FRACTION * 100)}%% of the memory "
+                             "available at start)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print each case's expected peak memory and number of windows "
+                             "(headers only, the network is not run) and exit")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--workers", type=int, metavar="N",
                          help="predict on a local Dask cluster of N worker processes "
@@ -92,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = InferenceSettings(
         overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, amp=not args.no_amp,
-        largest_component=args.largest_component,
+        largest_component=args.largest_component, progress=not args.no_progress,
     )
     predictor = Predictor.load(args.model, args.folds, args.config, args.device, settings)
     jobs = discover_jobs(args.input, list(predictor.plan.channels.values()), args.series,
@@ -105,10 +117,18 @@ def run(args: argparse.Namespace) -> int:
     if options.uncertainty:
         check_supported(predictor)
     print(f"model: {predictor.describe()}; {len(jobs)} case(s)", file=sys.stderr)
+    cluster = args.workers is not None or args.scheduler is not None
+    budget = parse_gb(args.max_ram) if args.max_ram is not None else default_budget()
+    estimate = estimate_jobs(predictor, jobs, options, None if cluster else budget,
+                             disk_folder=args.output if args.output.is_dir() else None)
+    if args.estimate:
+        print(estimate.text())
+        return EXIT_OK
+    options = budgeted_options(options, estimate)
     start = time.perf_counter()
-    if args.workers is not None or args.scheduler is not None:
+    if cluster:
         spec = ModelSpec(args.model, tuple(args.folds) if args.folds else None, args.config,
-                         args.device, settings)
+                         args.device, replace(settings, progress=False))
         results = predict_on_cluster(spec, jobs, args.output, options, args.scheduler,
                                      args.workers)
     else:

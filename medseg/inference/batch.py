@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from medseg.core.errors import MedsegError, OutputError
 from medseg.core.paths import ensure_outside_inputs
 from medseg.data import read_case
 from medseg.inference.jobs import Job
+from medseg.inference.memory import CaseResources, release_free_memory
 from medseg.inference.predictor import Prediction, Predictor
 from medseg.inference.uncertainty import (
     CaseUncertainty,
@@ -49,6 +51,9 @@ class BatchOptions:
     save_probabilities: bool = False
     progress: bool = True
     uncertainty: bool = False
+    # per job name: accumulator, windows per forward and slab chosen for a RAM budget
+    resources: Mapping[str, CaseResources] = field(default_factory=dict)
+    overlap: bool = True  # read the next case and write the previous one in threads
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -135,6 +140,9 @@ def split_existing(
 def _run(
     predictor: Predictor, jobs: Sequence[Job], out_dir: Path, options: BatchOptions
 ) -> list[CaseResult]:
+    if not options.overlap:  # one case in memory at a time (a tight RAM budget)
+        return [predict_one(predictor, job, out_dir, options)
+                for job in tqdm(jobs, desc="predict", unit="case", disable=not options.progress)]
     results = []
     with ThreadPoolExecutor(1, "medseg-read") as reader, \
             ThreadPoolExecutor(1, "medseg-write") as writer:
@@ -150,7 +158,7 @@ def _run(
                 volume, pre, read_s = current.result()
                 del current  # the future must not keep the preprocessed arrays alive
                 start = time.perf_counter()
-                predicted = _predict(predictor, volume, pre, options)
+                predicted = _predict(predictor, job, volume, pre, options)
                 del pre
                 predict_s = time.perf_counter() - start
             except Exception as exc:  # one bad case must not stop the batch
@@ -174,7 +182,7 @@ def predict_one(
     try:
         volume, pre, read_s = _load(predictor, job)
         start = time.perf_counter()
-        predicted = _predict(predictor, volume, pre, options)
+        predicted = _predict(predictor, job, volume, pre, options)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
     del pre
@@ -182,18 +190,27 @@ def predict_one(
                   read_s + time.perf_counter() - start)
 
 
-def _predict(
-    predictor: Predictor, volume: Volume, pre: PreprocessedCase, options: BatchOptions
-) -> tuple[Prediction, CaseUncertainty | None]:
+def _predict(predictor: Predictor, job: Job, volume: Volume, pre: PreprocessedCase,
+             options: BatchOptions) -> tuple[Prediction, CaseUncertainty | None]:
     if options.uncertainty:
-        return predict_with_uncertainty(predictor, volume, pre, options.save_probabilities)
-    return predictor.predict(volume, pre, options.save_probabilities), None
+        predicted = predict_with_uncertainty(predictor, volume, pre, options.save_probabilities)
+    else:
+        predicted = (predictor.predict(volume, pre, options.save_probabilities,
+                                       options.resources.get(job.name)), None)
+    release_free_memory()
+    return predicted
 
 
 def _load(predictor: Predictor, job: Job) -> tuple[Volume, PreprocessedCase, float]:
+    """Read and preprocess a job; the returned volume keeps geometry and metadata only
+    (its pixels are freed: prediction needs the preprocessed image alone)."""
     start = time.perf_counter()
     volume, _ = read_case(job.case)
-    return volume, predictor.preprocess(volume), time.perf_counter() - start
+    pre = predictor.preprocess(volume)
+    shell = volume.with_array(np.broadcast_to(np.zeros((), volume.dtype), volume.array.shape))
+    del volume
+    release_free_memory()
+    return shell, pre, time.perf_counter() - start
 
 
 def _write(
@@ -211,17 +228,27 @@ def _write(
                 write_annotation(labels, path, predictor.label_names, fmt)
             else:
                 write_volume(labels, path)
-        if options.save_probabilities and prediction.probabilities is not None:
-            write_probabilities(probabilities_path(job, out_dir), prediction.probabilities,
-                                labels.affine, predictor.plan.label_values)
+        if options.save_probabilities and prediction.preprocessed_probabilities is not None:
+            write_probability_slabs(probabilities_path(job, out_dir), prediction,
+                                    predictor.plan.label_values)
         if uncertainty is not None:
             write_uncertainty(out_dir, job.name, uncertainty, labels)
     except Exception as exc:  # reported per case
         return _failed(job, target, exc)
-    values, counts = np.unique(labels.array, return_counts=True)
+    release_free_memory()
     return CaseResult(job.name, "ok", target, labels.spatial_shape,
-                      elapsed + time.perf_counter() - start,
-                      {int(v): int(c) for v, c in zip(values, counts, strict=True)})
+                      elapsed + time.perf_counter() - start, voxel_counts(labels.array[0]))
+
+
+def voxel_counts(labels: np.ndarray, slab: int = 16) -> dict[int, int]:
+    """Voxels per label value, a few slices at a time (``np.unique`` of a whole CT label
+    map sorts a full copy of it)."""
+    counts: dict[int, int] = {}
+    for k in range(0, labels.shape[-1], slab):
+        values, n = np.unique(labels[..., k : k + slab], return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist(), strict=True):
+            counts[int(v)] = counts.get(int(v), 0) + int(c)
+    return dict(sorted(counts.items()))
 
 
 def write_probabilities(
@@ -231,6 +258,26 @@ def write_probabilities(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, probabilities=probabilities.astype(np.float16),
                             affine=affine, label_values=np.asarray(label_values))
+
+
+def write_probability_slabs(path: Path, prediction: Prediction,
+                            label_values: Sequence[int]) -> None:
+    """Atomically save the source-grid float16 probabilities of ``prediction`` as
+    ``write_probabilities`` does, streamed slab by slab into the archive (Fortran-ordered
+    array: a slab of the last axis is one contiguous run), never whole in memory."""
+    labels = prediction.labels
+    shape = (len(label_values), *labels.spatial_shape)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": True,
+              "shape": shape}
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED,
+                                                   allowZip64=True) as archive:
+        with archive.open("probabilities.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array_header_2_0(fh, header)
+            for _, slab in prediction.probability_slabs():
+                fh.write(np.ascontiguousarray(slab.transpose(3, 2, 1, 0)).tobytes())
+        for name, value in (("affine", labels.affine), ("label_values", np.asarray(label_values))):
+            with archive.open(f"{name}.npy", "w") as fh:
+                np.lib.format.write_array(fh, np.asarray(value))
 
 
 def _failed(job: Job, target: Path, exc: Exception) -> CaseResult:

@@ -8,7 +8,7 @@ configuration folder, a fold folder, a single checkpoint file or an nnU-Net v2 m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,19 +20,34 @@ from torch import nn
 from medseg.core import Volume
 from medseg.core.errors import CheckpointError, ConfigError
 from medseg.inference.cpu_kernels import use_onednn_convolutions
+from medseg.inference.memory import CaseResources, release_free_memory
 from medseg.inference.oom import Attempt, attempts, host_copy, run_with_retries
 from medseg.inference.postprocess import keep_largest_component
-from medseg.inference.sliding_window import choose_accumulator, predict_probabilities
+from medseg.inference.sliding_window import (
+    Accumulator,
+    choose_accumulator,
+    count_windows,
+    predict_probabilities,
+)
 from medseg.models import build_network, load_checkpoint, load_weights
 from medseg.models.runtime import autocast_dtype, resolve_device
 from medseg.preprocess.case import PreprocessedCase, preprocess_case
-from medseg.preprocess.invert import invert_labels, invert_probabilities
+from medseg.preprocess.invert import invert_labels
+from medseg.preprocess.invert_chunks import (
+    DEFAULT_SLAB,
+    background_fill,
+    invert_argmax,
+    invert_map,
+    invert_slabs,
+    preferred_slab,
+)
 from medseg.preprocess.nnunet_plans import is_nnunet_model_folder
 from medseg.preprocess.plan import Plan
 
 #: Checkpoint files looked for in a fold folder, in order of preference.
 CHECKPOINT_NAMES = ("checkpoint_best.pt", "checkpoint_last.pt")
 DEFAULT_CONFIG_ORDER = ("3d", "2d")
+WINDOW_BAR_MIN = 20  # cases with fewer windows get no window-level progress bar
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,41 @@ class InferenceSettings:
     batch_size: int | None = None  # windows per forward; None: 2 (3D) or the plan's (2D)
     amp: bool = True
     largest_component: bool = False
+    progress: bool = False  # a window-level progress bar for cases with many windows
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A label map on the source grid and, if asked for, the class probabilities there."""
+    """A label map on the source grid and, if asked for, the class probabilities.
+
+    The probabilities are kept on the preprocessed grid (``preprocessed_probabilities``,
+    small) with the preprocessing ``record``; :meth:`probability_slabs` maps them onto the
+    source grid slab by slab (what ``medseg predict --save-probabilities`` writes), and
+    :attr:`probabilities` builds the whole float16 source-grid array on demand.
+    """
 
     labels: Volume
-    probabilities: np.ndarray | None = None  # float32/float16 (K, I, J, K), source grid
+    preprocessed_probabilities: np.ndarray | None = None  # (K, X, Y, Z), preprocessed grid
+    record: dict[str, Any] | None = None
+    slab: int = DEFAULT_SLAB
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """float16 ``(K, I, J, K)`` on the source grid (full size; see probability_slabs)."""
+        if self.preprocessed_probabilities is None or self.record is None:
+            return None
+        n_classes = self.preprocessed_probabilities.shape[0]
+        return invert_map(self.preprocessed_probabilities, self.record, dtype=np.float16,
+                          fill=background_fill(n_classes), slab=self.slab)
+
+    def probability_slabs(self) -> Iterator[tuple[slice, np.ndarray]]:
+        """``(k_slice, float16 (K, I, J, len(k_slice)))`` along the source's last axis."""
+        if self.preprocessed_probabilities is None or self.record is None:
+            raise ValueError("predict(..., with_probabilities=True) keeps the probabilities")
+        fill = background_fill(self.preprocessed_probabilities.shape[0])
+        for k, values in invert_slabs(self.preprocessed_probabilities, self.record,
+                                      slab=self.slab, fill=fill):
+            yield k, values.numpy().astype(np.float16)
 
 
 class Predictor:
@@ -121,6 +163,11 @@ class Predictor:
         return (f"{self.plan.dataset_name} {self.config} ({len(self.networks)} network(s): "
                 f"{folds}) on {self.device}, mirroring {'on' if self.mirroring else 'off'}")
 
+    def windows_per_batch(self) -> int:
+        """Windows per forward pass: the setting, else 2 (3D) or the plan's batch (2D)."""
+        cfg = self.plan.configuration(self.config)
+        return self.settings.batch_size or (2 if cfg.slice_axis is None else cfg.batch_size)
+
     def preprocess(self, volume: Volume) -> PreprocessedCase:
         """Apply the plan's preprocessing to an input image."""
         return preprocess_case(volume, None, self.plan)
@@ -130,25 +177,30 @@ class Predictor:
         cfg = self.plan.configuration(self.config)
         return {
             "patch_size": cfg.patch_size, "overlap": self.settings.overlap,
-            "batch_size": self.settings.batch_size or (2 if cfg.slice_axis is None
-                                                       else cfg.batch_size),
-            "device": self.device, "mirror_axes": (0, 1, 2) if self.mirroring else (),
+            "batch_size": self.windows_per_batch(), "device": self.device,
+            "mirror_axes": (0, 1, 2) if self.mirroring else (),
             "amp": self.settings.amp, "slice_axis": cfg.slice_axis,
         }
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Fold-averaged class probabilities ``(K, X, Y, Z)`` on the preprocessed grid."""
+    def probabilities(self, image: np.ndarray, accumulator: Accumulator | None = None,
+                      batch_size: int | None = None) -> np.ndarray:
+        """Fold-averaged class probabilities ``(K, X, Y, Z)`` on the preprocessed grid
+        (``accumulator`` and ``batch_size`` override the defaults, e.g. for a RAM budget)."""
         options = self.window_options()
+        options["batch_size"] = batch_size or options["batch_size"]
         total: np.ndarray | None = None
+        bar = window_bar(self, image.shape[1:], len(self.networks))
         for index in range(len(self.networks)):
 
             def run(attempt: Attempt, index: int = index) -> np.ndarray:
                 host = torch.device("cpu")
+                fallback = (choose_accumulator(self.plan.n_classes, image.shape[1:], host)
+                            if attempt.host_accumulator else None)
                 return predict_probabilities(
                     self._network_on(index, attempt.device), image,
                     **{**options, "batch_size": attempt.batch_size, "device": attempt.device},
-                    accumulator=choose_accumulator(self.plan.n_classes, image.shape[1:], host)
-                    if attempt.host_accumulator else None,
+                    accumulator=accumulator if accumulator is not None else fallback,
+                    progress=bar.update if bar else None,
                 )
 
             # out of memory: fewer windows per pass, host accumulator, CPU (medseg.inference.oom)
@@ -157,6 +209,8 @@ class Predictor:
                 total = probs
             else:
                 total += probs
+        if bar is not None:
+            bar.close()
         assert total is not None
         if len(self.networks) > 1:
             total /= len(self.networks)
@@ -177,11 +231,18 @@ class Predictor:
         volume: Volume,
         preprocessed: PreprocessedCase | None = None,
         with_probabilities: bool = False,
+        resources: CaseResources | None = None,
     ) -> Prediction:
-        """Label map (dataset label values) on ``volume``'s grid, keeping its metadata."""
+        """Label map (dataset label values) on ``volume``'s grid, keeping its metadata.
+
+        ``resources`` (from :func:`medseg.inference.memory.plan_case`) sets the accumulator,
+        the windows per forward and the inversion slab for a memory budget.
+        """
         pre = preprocessed if preprocessed is not None else self.preprocess(volume)
-        return self.from_probabilities(volume, pre, self.probabilities(pre.image),
-                                       with_probabilities)
+        res = resources or CaseResources()
+        probs = self.probabilities(pre.image, res.accumulator, res.batch_size)
+        release_free_memory()  # the windows' freed buffers, before the inversion allocates
+        return self.from_probabilities(volume, pre, probs, with_probabilities, res.slab)
 
     def from_probabilities(
         self,
@@ -189,21 +250,43 @@ class Predictor:
         pre: PreprocessedCase,
         probs: np.ndarray,
         with_probabilities: bool = False,
+        slab: int | None = None,
     ) -> Prediction:
         """The prediction of ``volume`` from its class probabilities on the preprocessed
-        grid (``probs`` may be released by the caller afterwards)."""
-        source_probs = None
-        if with_probabilities or _resamples(pre.record):
-            source_probs = invert_probabilities(probs, pre.record)
-            values = np.asarray(pre.record["label_values"])
-            labels = values.astype(_label_dtype(values))[class_map(source_probs)]
-        else:
-            labels = invert_labels(class_map(probs), pre.record).array[0]
-        del probs
+        grid, inverted slab by slab (``slab`` source slices at a time; by default one that
+        keeps the inversion's buffers small)."""
+        slab = slab or preferred_slab(probs.shape[0], pre.record["source_shape"])
+        labels = source_labels(probs, pre.record, slab)
         if self.settings.largest_component:
             labels = keep_largest_component(labels, [v for v in self.plan.label_values if v])
-        return Prediction(volume.with_array(labels[None]),
-                          source_probs if with_probabilities else None)
+        kept = probs if with_probabilities else None
+        del probs
+        return Prediction(volume.with_array(labels[None]), kept,
+                          pre.record if with_probabilities else None, slab)
+
+
+def source_labels(probs: np.ndarray, record: dict[str, Any], slab: int = DEFAULT_SLAB
+                  ) -> np.ndarray:
+    """Label values on the source grid: arg-max on the preprocessed grid moved exactly
+    when nothing was resampled, else interpolated slab by slab with arg-max on the fly."""
+    if _resamples(record):
+        return invert_argmax(probs, record, slab=slab)
+    return invert_labels(class_map(probs), record).array[0]
+
+
+def window_bar(predictor: Predictor, shape: Sequence[int], folds: int) -> Any:
+    """A tqdm bar over the windows of a case, when the settings ask for progress and the
+    case has at least ``WINDOW_BAR_MIN`` windows (None otherwise)."""
+    if not predictor.settings.progress:
+        return None
+    cfg = predictor.plan.configuration(predictor.config)
+    total = count_windows(shape, cfg.patch_size, predictor.settings.overlap, cfg.slice_axis)
+    total *= folds
+    if total < WINDOW_BAR_MIN:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="windows", unit="win", leave=False)
 
 
 def class_map(probs: np.ndarray, chunk: int = 32) -> np.ndarray:
@@ -291,7 +374,3 @@ def _resamples(record: dict[str, Any]) -> bool:
     """True when preprocessing changed the voxel grid (probabilities must be interpolated)."""
     return any(s["name"] == "resample" and not s.get("identity", False)
                for s in record["steps"])
-
-
-def _label_dtype(values: np.ndarray) -> type:
-    return np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -74,17 +75,6 @@ def window_slices(
     ]
 
 
-def count_windows(
-    image_shape: Sequence[int], patch_size: Sequence[int], slice_axis: int | None = None,
-    overlap: float = 0.5,
-) -> int:
-    """Number of windows :func:`predict_probabilities` runs over a ``(X, Y, Z)`` image
-    (without mirroring): a 2D patch slides over every slice along ``slice_axis``."""
-    patch = _patch_for(patch_size, slice_axis)
-    return math.prod(len(window_starts(max(s, p), p, overlap))
-                     for s, p in zip(image_shape, patch, strict=True))
-
-
 def gaussian_1d(size: int, sigma_scale: float = 1.0 / 8) -> np.ndarray:
     """Gaussian over ``size`` samples centred on the patch: max 1, sigma = size * sigma_scale."""
     if size == 1:
@@ -123,10 +113,23 @@ def normalized_axis_weights(
 
 @dataclass(frozen=True)
 class Accumulator:
-    """Where and in which precision the weighted logits are summed."""
+    """Where and in which precision the weighted logits are summed; ``on_disk`` keeps a CPU
+    accumulator in an unlinked temporary file (``folder``, default the system's) mapped into
+    memory, so the kernel can page it out instead of running out of RAM."""
 
     device: torch.device
     dtype: torch.dtype
+    on_disk: bool = False
+    folder: str | None = None
+
+    def zeros(self, shape: Sequence[int]) -> torch.Tensor:
+        """A zero-filled accumulator of ``shape``."""
+        if not self.on_disk:
+            return torch.zeros(tuple(shape), dtype=self.dtype, device=self.device)
+        np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+        with tempfile.TemporaryFile(dir=self.folder, prefix="medseg-acc-") as fh:
+            array = np.memmap(fh, dtype=np_dtype, mode="w+", shape=tuple(shape))
+        return torch.from_numpy(array)  # the mapping outlives the (unlinked) file's handle
 
 
 def choose_accumulator(
@@ -267,6 +270,7 @@ def predict_probabilities(
     sigma_scale: float = 1.0 / 8,
     accumulator: Accumulator | None = None,
     mirrors: Sequence[Sequence[int]] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(K, X, Y, Z)`` of a preprocessed image ``(C, X, Y, Z)``.
 
@@ -279,7 +283,8 @@ def predict_probabilities(
     with an explicit list of mirrorings (each a tuple of spatial axes, ``()`` for none)
     whose logits are averaged, e.g. ``[(0, 2)]`` for one member of the mirror ensemble.
     The result is float32, or float16 for large volumes (see :func:`choose_accumulator`);
-    it is always a CPU array.
+    it is always a CPU array. ``progress`` is called with the number of windows done
+    after every batch.
     """
     device = torch.device(device)
     tensor = _as_tensor(image)
@@ -309,16 +314,27 @@ def predict_probabilities(
         logits = _predict_logits(network, batch, flips, slice_axis, amp)
         if acc is None:
             accumulator = accumulator or choose_accumulator(logits.shape[1], padded, device)
-            acc = torch.zeros((logits.shape[1], *padded), dtype=accumulator.dtype,
-                              device=accumulator.device)
+            acc = accumulator.zeros((logits.shape[1], *padded))
         for b, (idx, sl) in enumerate(zip(chunk, slices, strict=True)):
             w = _window_weight(axis_weights, idx, logits.device)
             acc[(slice(None), *sl)] += (logits[b] * w).to(acc.device, acc.dtype)
+        if progress is not None:
+            progress(len(chunk))
     assert acc is not None
     crop = tuple(slice(before, before + s) for (before, _), s in zip(pads, shape, strict=True))
     acc = acc[(slice(None), *crop)].contiguous()  # a no-op copy unless padded
     _softmax_inplace(acc)
     return acc.cpu().numpy()
+
+
+def count_windows(
+    shape: Sequence[int], patch_size: Sequence[int], overlap: float = 0.5,
+    slice_axis: int | None = None,
+) -> int:
+    """Windows :func:`predict_probabilities` runs over an image of spatial ``shape``."""
+    patch = _patch_for(patch_size, slice_axis)
+    padded = [max(s, p) for s, p in zip(shape, patch, strict=True)]
+    return math.prod(len(starts) for starts in window_grid(padded, patch, overlap))
 
 
 def _window_weight(

@@ -43,7 +43,7 @@ from medseg.inference.predictor import Prediction, Predictor
 from medseg.inference.sliding_window import mirror_sets, predict_probabilities
 from medseg.io import write_volume
 from medseg.preprocess.case import PreprocessedCase
-from medseg.preprocess.invert import invert_probabilities
+from medseg.preprocess.invert_chunks import invert_map
 
 CHUNK = 16  # slices of the last axis per temporary
 TINY = 1e-30  # log of a zero probability is taken as log(TINY); 0 * log(TINY) = 0
@@ -270,13 +270,8 @@ def case_score(
 
 def to_source_grid(values: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     """A float map ``(X, Y, Z)`` on the preprocessed grid -> float32 on the source grid
-    (linear where resampled, 0 where cropped away).
-
-    Adapter over :func:`invert_probabilities` (the map is inverted as the second class of
-    ``[1 - v, v]``, whose cropped-away background is 0).
-    """
-    stacked = np.stack([1.0 - values, values]).astype(np.float32)
-    return invert_probabilities(stacked, record)[1]
+    (linear where resampled, 0 where cropped away), inverted slab by slab."""
+    return invert_map(values[None].astype(np.float32, copy=False), record)[0]
 
 
 def predict_with_uncertainty(

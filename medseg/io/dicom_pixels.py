@@ -6,7 +6,9 @@ intermediate copies. pydicom's deferred read + generic decoder cost ~0.4 ms per 
 stacking the planes a full extra copy (benchmarks/dicom_read.py). Unused high bits are
 cleared (unsigned) or sign-extended (signed), as pydicom does. Anything else (compressed,
 big endian, odd bit depths, short data) goes through ``pydicom``'s decoders, so compressed
-syntaxes work whenever a decoder plugin is installed.
+syntaxes are decoded by the plugins installed with medseg: pylibjpeg-libjpeg (JPEG
+baseline, extended, lossless; JPEG-LS), pylibjpeg-openjpeg (JPEG 2000), pylibjpeg-rle and
+pyjpegls; deflated datasets by pydicom itself.
 """
 
 from __future__ import annotations
@@ -88,8 +90,28 @@ def decode_file(path: Path, header: Dataset) -> np.ndarray:
     except Exception as exc:  # pydicom decoders raise many unrelated types
         syntax = header.file_meta.get("TransferSyntaxUID")
         name = getattr(syntax, "name", None) or str(syntax or "unknown transfer syntax")
-        raise ReadError(f"cannot decode pixel data ({name}): {_brief(exc)}", path) from exc
+        raise ReadError(f"cannot decode pixel data ({name}, {syntax}): {_brief(exc)}"
+                        f"{decoder_hint(syntax)}", path) from exc
     return array if array.ndim == 3 else array[None]
+
+
+#: The package that decodes each family of compressed transfer syntaxes (UID prefixes).
+DECODER_PACKAGES = (
+    ("1.2.840.10008.1.2.4.9", "pylibjpeg-openjpeg"),  # JPEG 2000 (.90-.93)
+    ("1.2.840.10008.1.2.4.8", "pylibjpeg-libjpeg or pyjpegls"),  # JPEG-LS (.80, .81)
+    ("1.2.840.10008.1.2.4.", "pylibjpeg-libjpeg"),  # JPEG baseline, extended, lossless
+    ("1.2.840.10008.1.2.5", "pylibjpeg-rle"),  # RLE lossless (pydicom has a slow fallback)
+)
+
+
+def decoder_hint(syntax: object) -> str:
+    """'; the decoder is in <package> (...)' for a compressed transfer syntax, else ''."""
+    text = str(syntax or "")
+    for prefix, package in DECODER_PACKAGES:
+        if text.startswith(prefix):
+            return (f"; its decoder is in the package {package} (installed with medseg: "
+                    f"reinstall medseg, or pip install {package.split(' or ')[0]})")
+    return ""
 
 
 def _read_native(

@@ -10,7 +10,9 @@ reads them only for the chosen series.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import logging
 import os
 import struct
 import zlib
@@ -57,6 +59,7 @@ PARALLEL_MIN_FILES = 64  # below this, thread start-up costs more than it saves
 # sequences are parsed then too, hence the I/O errors)
 MALFORMED = (TypeError, ValueError, OverflowError, NotImplementedError, BytesLengthException,
              OSError, EOFError, struct.error, zlib.error)
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -130,10 +133,18 @@ def read_header(path: Path) -> Dataset | None:
         raise ReadError(f"cannot open file ({exc.strerror or 'permission denied'})", path) from exc
     except MALFORMED as exc:
         raise ReadError(f"corrupt or truncated DICOM file ({type(exc).__name__})", path) from exc
-    if not _is_dicomdir(header) and not ("SOPClassUID" in header and "SeriesInstanceUID" in header):
-        # both are mandatory in every DICOM object: pydicom stops quietly at a cut-off file
+    if not _is_dicomdir(header) and not _complete(header):
+        # pydicom stops quietly at a cut-off file
         raise ReadError("corrupt or truncated DICOM file (no SOPClassUID/SeriesInstanceUID)", path)
     return header
+
+
+def _complete(header: Dataset) -> bool:
+    """SOPClassUID and SeriesInstanceUID are mandatory in every object; de-identified
+    exports may drop the UIDs, so a header that reaches its pixel data counts too."""
+    if "SOPClassUID" in header and "SeriesInstanceUID" in header:
+        return True
+    return "PixelData" in header and "Rows" in header
 
 
 def _parse_header(path: Path, head: bytes, size: int) -> Dataset:
@@ -322,7 +333,8 @@ def _check_no_pixelless_members(
     files: Sequence[Path], headers: Sequence[Dataset | None], images: dict[Path, Dataset]
 ) -> None:
     """A file of an image series without image data means a broken (truncated?) series."""
-    image_uids = {str(h.get("SeriesInstanceUID", "")) for h in images.values()}
+    image_uids = {str(h.get("SeriesInstanceUID", "") or "").strip() for h in images.values()}
+    image_uids.discard("")  # files without a UID are grouped by geometry instead
     for path, header in zip(files, headers, strict=True):
         if header is None or path in images or _is_dicomdir(header):
             continue
@@ -354,17 +366,41 @@ def _no_images_message(headers: Iterable[Dataset | None]) -> str:
 
 def _group(images: dict[Path, Dataset]) -> list[DicomSeries]:
     by_uid: dict[str, list[Path]] = {}
+    anonymous: dict[tuple, list[Path]] = {}
     for path, header in images.items():
-        uid = str(header.get("SeriesInstanceUID", "")).strip()
-        if not uid:
-            raise ReadError("DICOM image lacks SeriesInstanceUID", path)
-        by_uid.setdefault(uid, []).append(path)
+        uid = str(header.get("SeriesInstanceUID", "") or "").strip()
+        if uid:
+            by_uid.setdefault(uid, []).append(path)
+        else:
+            anonymous.setdefault(_fallback_key(path, header), []).append(path)
+    for key, paths in anonymous.items():
+        log.warning("%s: %d image file(s) without SeriesInstanceUID (de-identified export?) "
+                    "grouped as one series by folder, frame of reference, orientation and "
+                    "size", key[0], len(paths))
+        by_uid[_derived_uid(key)] = paths
     series = []
     for uid, paths in by_uid.items():
         frames = tuple(f for p in paths for f in _frames_of(p, images[p]))
         headers = {p: images[p] for p in paths}
         series.append(DicomSeries(uid, images[paths[0]], frames, headers))
     return sorted(series, key=lambda s: (str(s.files[0].parent), _number(s.header), s.uid))
+
+
+def _derived_uid(key: tuple) -> str:
+    """A stable UID (2.25 + 128 bits of a hash) standing in for a missing series UID."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    return f"2.25.{int(digest, 16)}"
+
+
+def _fallback_key(path: Path, header: Dataset) -> tuple:
+    """What groups image files that lack a SeriesInstanceUID, as SimpleITK and dcm2niix do:
+    folder, FrameOfReferenceUID, orientation (to 1e-3) and image size."""
+    with malformed_header(path):
+        orientation = dicom_geometry.decimals(header, "ImageOrientationPatient", path)
+        rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
+    rounded = tuple(round(v, 3) + 0.0 for v in orientation) if orientation else None
+    frame = str(header.get("FrameOfReferenceUID", "") or "").strip()
+    return (str(path.parent), frame, rounded, rows, columns)
 
 
 def _frames_of(path: Path, header: Dataset) -> tuple[DicomFrame, ...]:

@@ -10,13 +10,16 @@ stored integer type is kept; otherwise the output is float32 ``stored * slope + 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from medseg.core import Volume
+from medseg.core.errors import GeometryError, ReadError
 from medseg.io import dicom_regularize, dicom_series
 from medseg.io.dicom_geometry import DicomFrame, SliceLayout, slice_layout
 from medseg.io.dicom_pixels import read_planes
@@ -38,7 +41,7 @@ def read_dicom_folder(
     ``regularize``/``interpolation``: see :func:`series_to_volume`.
     """
     folder = Path(folder)
-    with dicom_series.malformed_header(folder):
+    with dicom_series.malformed_header(folder), naming(folder):
         found = dicom_series.scan_folder(folder)
         chosen = dicom_series.select_series(found, series, folder)
         return series_to_volume(chosen, folder, regularize=regularize, interpolation=interpolation)
@@ -49,7 +52,7 @@ def read_dicom_file(
 ) -> Volume:
     """Read a single DICOM file: one slice (K = 1) or an enhanced multi-frame volume."""
     path = Path(path)
-    with dicom_series.malformed_header(path):
+    with dicom_series.malformed_header(path), naming(path):
         (found,) = dicom_series.scan_file(path)
         return series_to_volume(found, path, regularize=regularize, interpolation=interpolation)
 
@@ -82,6 +85,18 @@ def series_to_volume(
         meta["regularized"] = dicom_regularize.metadata(plan, interpolation, fill)
     # a view, not a copy: (I, J, K) in Fortran order, the layout nibabel and ITK use too
     return Volume(planes.transpose(2, 1, 0)[None], layout.affine, meta)
+
+
+@contextlib.contextmanager
+def naming(source: Path) -> Iterator[None]:
+    """Series-level errors (missing or duplicated slices, mixed sizes, irregular spacing,
+    tilt) name the series; add the folder or file the user gave, for batches over many."""
+    try:
+        yield
+    except (GeometryError, ReadError) as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(str(exc), source) from exc
 
 
 def _single_slice_step(header: Dataset) -> float:

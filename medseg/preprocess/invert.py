@@ -10,6 +10,7 @@ import numpy as np
 
 from medseg.core import Volume, geometry
 from medseg.core.errors import GeometryError
+from medseg.preprocess.invert_chunks import invert_argmax, label_dtype
 from medseg.preprocess.steps import resample_linear
 
 
@@ -17,6 +18,8 @@ def invert_probabilities(probs: np.ndarray, record: Mapping[str, Any]) -> np.nda
     """``(K, X, Y, Z)`` class probabilities -> float32 ``(K, *source_shape)``.
 
     Resampling is undone with linear interpolation; voxels cropped away get background.
+    This builds the whole volume at once (K full-resolution float32 maps); prediction uses
+    the slab-by-slab :mod:`medseg.preprocess.invert_chunks`, which gives the same values.
     """
     _check_shape(probs, record)
     out = np.asarray(probs, dtype=np.float32)
@@ -35,24 +38,25 @@ def invert_labels(labels: np.ndarray, record: Mapping[str, Any]) -> Volume:
     """Class indices ``(X, Y, Z)`` or ``(1, X, Y, Z)`` -> label-value Volume on the source grid.
 
     Without resampling the indices are moved exactly; with resampling each class is
-    interpolated linearly as a one-hot mask and the arg-max is taken.
+    interpolated linearly as a one-hot mask and the arg-max is taken, slab by slab
+    (:func:`medseg.preprocess.invert_chunks.invert_argmax`).
     """
     classes = np.asarray(labels)
     classes = classes[None] if classes.ndim == 3 else classes
     _check_shape(classes, record)
     values = np.asarray(record["label_values"])
+    meta = {"case": record.get("case")}
     if _resampled(record):
         onehot = np.stack([classes[0] == k for k in range(len(values))]).astype(np.float32)
-        classes = invert_probabilities(onehot, record).argmax(axis=0)[None]
-    else:
-        for step in reversed(record["steps"]):
-            if step["name"] == "crop":
-                classes = _uncrop(classes, step, background=np.zeros(1, dtype=classes.dtype))
-            elif step["name"] == "reorient":
-                classes = geometry.from_ras(classes, np.asarray(step["orientation"]))
-    dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
-    return Volume(values.astype(dtype)[classes], np.asarray(record["source_affine"]),
-                  {"case": record.get("case")})
+        labels = invert_argmax(onehot, record)
+        return Volume(labels[None], np.asarray(record["source_affine"]), meta)
+    for step in reversed(record["steps"]):
+        if step["name"] == "crop":
+            classes = _uncrop(classes, step, background=np.zeros(1, dtype=classes.dtype))
+        elif step["name"] == "reorient":
+            classes = geometry.from_ras(classes, np.asarray(step["orientation"]))
+    return Volume(values.astype(label_dtype(values))[classes],
+                  np.asarray(record["source_affine"]), meta)
 
 
 def _uncrop(array: np.ndarray, step: Mapping[str, Any], background: np.ndarray) -> np.ndarray:

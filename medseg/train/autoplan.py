@@ -262,7 +262,7 @@ def fit_schedule(config: Configuration, minutes: float | None, step_seconds: flo
                                          "SGD with Nesterov momentum")
     window = FORWARD_FRACTION * step_seconds / config.batch_size
     median_windows = count_windows([max(1, round(s)) for s in median_shape], config.patch_size,
-                                   config.slice_axis)
+                                   slice_axis=config.slice_axis)
     validation_s = max(validation_cases, 1) * median_windows * window
     runs = max(1, int(VALIDATION_SHARE * minutes * 60.0 / max(validation_s, 1e-9)))
     epochs = max(steps // per_epoch, 1)

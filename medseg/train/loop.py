@@ -240,7 +240,7 @@ def validation_guess(session: Session, progress: Progress) -> float:
         patch = [int(p) for p in session.config["patch_size"]]
         slice_axis = session.config.get("slice_axis") if len(patch) == 2 else None
         session.val_windows = sum(
-            count_windows(session.source.image(c).shape[1:], patch, slice_axis)
+            count_windows(session.source.image(c).shape[1:], patch, slice_axis=slice_axis)
             for c in session.val_cases)
     return 1.5 * session.val_windows * per_window + 0.1 * len(session.val_cases)
 

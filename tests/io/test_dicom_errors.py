@@ -203,3 +203,48 @@ def test_colour_images_refused(tmp_path: Path):
         ds.PixelData = np.zeros((5, 6, 3), np.uint8).tobytes()
     dicom_factory.save_series(items, tmp_path)
     read_error(tmp_path, ReadError, "SamplesPerPixel=3")
+
+
+@pytest.mark.parametrize("problem", ["missing", "duplicated", "mixed sizes"])
+def test_series_errors_name_the_folder_given(tmp_path: Path, problem: str):
+    items = datasets()
+    if problem == "missing":
+        del items[3]
+    elif problem == "duplicated":
+        items[4].ImagePositionPatient = items[3].ImagePositionPatient
+    else:
+        dicom_factory.set_pixels(items[2], np.zeros((7, 5), np.int16))
+    folder = tmp_path / "patient 17" / "CT"
+    dicom_factory.save_series(items, folder)
+    with pytest.raises((GeometryError, ReadError)) as info:
+        read_volume(folder)
+    assert str(folder) in str(info.value) and UID in str(info.value)
+
+
+@pytest.mark.parametrize("how", ["blank", "absent"])
+def test_series_without_uids_reads_as_one_series(tmp_path: Path, caplog, how: str):
+    """De-identified exports: SeriesInstanceUID/StudyInstanceUID/SOPInstanceUID blanked or
+    removed; one folder of consistent slices is still one series (one warning line)."""
+    array = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    items = dicom_factory.series_datasets(array, AFFINE)
+    for ds in items:
+        for keyword in ("SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID"):
+            if how == "blank":
+                setattr(ds, keyword, "")
+            else:
+                delattr(ds, keyword)
+        ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
+    dicom_factory.save_series(items, tmp_path / "a", naming="shuffled")
+    other = dicom_factory.series_datasets(array[::-1].copy(), make_affine((0.7, 0.7, 3.0),
+                                                                          "RAS"))
+    for ds in other:
+        ds.SeriesInstanceUID = ""
+    dicom_factory.save_series(other, tmp_path / "b")
+    with caplog.at_level("WARNING"):
+        infos = list_series(tmp_path)
+    assert len(infos) == 2 and all(i.problem is None for i in infos)
+    assert sum("without SeriesInstanceUID" in r.getMessage() for r in caplog.records) == 2
+    volume = read_volume(tmp_path / "a")
+    np.testing.assert_array_equal(volume.array[0], array)
+    np.testing.assert_allclose(volume.affine, AFFINE, atol=1e-6)
+    assert list_series(tmp_path / "a")[0].uid == infos[0].uid  # stable, derived identifier
