@@ -23,6 +23,7 @@ from medseg.inference.jobs import discover_jobs
 from medseg.inference.memory import DEFAULT_FRACTION, default_budget, parse_gb
 from medseg.inference.predictor import InferenceSettings, Predictor
 from medseg.inference.uncertainty import check_supported
+from medseg.models.runtime import flush_denormals
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -102,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    flush_denormals()  # before torch starts its threads
     settings = InferenceSettings(
         overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, amp=not args.no_amp,
         largest_component=args.largest_component, progress=not args.no_progress,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from medseg.core.errors import EXIT_OK
-from medseg.models.runtime import PRECISIONS
+from medseg.models.runtime import PRECISIONS, flush_denormals
 from medseg.train.api import train_fold
 from medseg.train.distributed import distributed
 from medseg.train.settings import (
@@ -90,6 +90,7 @@ def process_start() -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    flush_denormals()  # before torch starts its threads
     settings = replace(
         TrainSettings(), iterations_per_epoch=args.iterations_per_epoch,
         validate_every=args.validate_every, num_workers=args.workers, seed=args.seed,

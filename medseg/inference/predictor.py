@@ -30,7 +30,7 @@ from medseg.inference.sliding_window import (
     predict_probabilities,
 )
 from medseg.models import build_network, load_checkpoint, load_weights
-from medseg.models.runtime import autocast_dtype, resolve_device
+from medseg.models.runtime import autocast_dtype, flush_denormals, resolve_device
 from medseg.preprocess.case import PreprocessedCase, preprocess_case
 from medseg.preprocess.invert import invert_labels
 from medseg.preprocess.invert_chunks import (
@@ -109,6 +109,7 @@ class Predictor:
         settings: InferenceSettings | None = None,
         checkpoints: Sequence[Path] = (),
     ) -> None:
+        flush_denormals()
         if not networks:
             raise CheckpointError("a predictor needs at least one network")
         self.plan = plan

@@ -1,13 +1,8 @@
 """Networks built from the plan (MONAI DynUNet) and checkpoint save/load.
 
-Importing this package flushes denormal floats to zero on CPU: denormals that appear
-during training made CPU steps up to ~100x slower on the development machine. The flag
-is per thread and inherited only by threads created later, so it must be set before torch
-starts its intra-op thread pool (setting it later, e.g. when training starts, leaves the
-pool's threads slow).
+Importing it changes no process-wide state (denormal flushing is set by the training and
+prediction entry points: :func:`medseg.models.runtime.flush_denormals`).
 """
-
-import torch
 
 from medseg.models.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -16,8 +11,6 @@ from medseg.models.checkpoint import (
     save_checkpoint,
 )
 from medseg.models.network import build_network, configuration, network_shape
-
-torch.set_flush_denormal(True)
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -256,7 +256,7 @@ def worker_init(_: int = 0) -> None:
     """DataLoader ``worker_init_fn``: one torch thread, no denormals, freed memory kept,
     pages of the open cases mapped."""
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)  # see medseg.models.runtime.flush_denormals
     keep_freed_memory()
     info = get_worker_info()
     if info is not None and isinstance(info.dataset, PatchBatches):

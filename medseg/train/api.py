@@ -20,7 +20,12 @@ import torch
 
 from medseg.core.errors import ConfigError, DatasetError
 from medseg.models.network import build_network
-from medseg.models.runtime import autocast_dtype, describe_device, device_memory_gb
+from medseg.models.runtime import (
+    autocast_dtype,
+    describe_device,
+    device_memory_gb,
+    flush_denormals,
+)
 from medseg.models.runtime import resolve_device as _resolve_device
 from medseg.preprocess import Plan, open_cache
 from medseg.preprocess.plan import Configuration, TrainingPlan
@@ -245,6 +250,7 @@ def plan_for_device(plan: Plan, device: str = "auto", max_minutes: float | None 
                     precision: str = "auto", timer: StepTimer | None = None) -> Plan:
     """Every configuration of a freshly planned ``plan`` fitted to ``device`` and the budget
     (what ``medseg plan`` writes; ``medseg train`` fits again to its own budget)."""
+    flush_denormals()
     dev = resolve_device(device)
     validation_cases = int(plan.auto.get("n_cases", DEFAULT_FOLDS)) // DEFAULT_FOLDS
     budget = Budget(max_minutes, describe_device(dev), device_memory_gb(dev), validation_cases)
@@ -271,6 +277,7 @@ def train_fold(
     ``timer`` replaces the step-time measurement (tests); ``started`` (a
     ``time.perf_counter()`` value, default now) is when the budget began.
     """
+    flush_denormals()
     started = time.perf_counter() if started is None else started
     check_launch(dist)
     initial_progress(epochs, max_minutes)  # reject bad lengths before any work
