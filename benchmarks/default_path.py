@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,8 @@ def main() -> None:
         "training": config["training"], "partial_labels": plan.get("partial_labels"),
         "target_spacing": plan["target_spacing"], "reasons": config.get("reasons", {}),
         "load_avg": os.getloadavg(), "work": str(work),
+        "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
     }))
 
 
