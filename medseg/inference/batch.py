@@ -228,7 +228,7 @@ def _write(
                 write_annotation(labels, path, predictor.label_names, fmt)
             else:
                 write_volume(labels, path)
-        if options.save_probabilities and prediction.preprocessed_probabilities is not None:
+        if options.save_probabilities and prediction.has_probabilities:
             write_probability_slabs(probabilities_path(job, out_dir), prediction,
                                     predictor.plan.label_values)
         if uncertainty is not None:

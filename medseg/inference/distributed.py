@@ -178,8 +178,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
         raise ConfigError(f"{workers} workers but {len(gpus)} GPU slots")
     import dask
 
-    with quiet_dask_logs(), dask.config.set(local_worker_environment(workers)), \
-            dd.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+    with quiet_dask_logs(), environment_kept(), \
+            dask.config.set(local_worker_environment(workers)), dd.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
                             dashboard_address=":0", silence_logs=logging.CRITICAL
                             ) as cluster, \
             dd.Client(cluster) as client:  # ":0": a free port, no clash with other clusters
@@ -188,6 +188,19 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
         if importlib.util.find_spec("bokeh"):
             log.info("Dask dashboard: %s", client.dashboard_link)
         yield client
+
+
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """Restore this process's environment variables on exit: Dask's nanny writes its
+    workers' pre-spawn settings (``OMP_NUM_THREADS=1``, ...) into the parent's
+    ``os.environ``, where they would reach every process the host program starts later."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def start_workers(cluster: Any, environments: Sequence[dict[str, str]]) -> None:

@@ -148,6 +148,24 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def peak_rss() -> int:
+    """Peak resident memory of this process's own address space, in bytes (``VmHWM``).
+
+    Not ``ru_maxrss``: a process started by fork + exec (Python's ``subprocess``) reports
+    there at least the memory its parent had at the fork.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 @functools.cache
 def _libc_trim() -> Callable[[int], int] | None:
     try:

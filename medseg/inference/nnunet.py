@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,16 +97,19 @@ class NnunetPredictor(Predictor):
             total.div_(len(self.networks))
         return total.float()
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Class (or region) probabilities on the preprocessed grid."""
+    def probabilities(self, image: np.ndarray, accumulator: Any = None,
+                      batch_size: int | None = None) -> np.ndarray:
+        """Class (or region) probabilities on the preprocessed grid (nnU-Net's window
+        keeps its own accumulator and batch: the overrides are not used)."""
         logits = self.logits(image)
         if self.nnunet.labels.has_regions:
             return torch.sigmoid(logits).numpy()
         return torch.softmax(logits, dim=0).numpy()
 
     def predict(self, volume: Volume, preprocessed: PreprocessedCase | None = None,
-                with_probabilities: bool = False) -> Prediction:
-        """Label map on ``volume``'s grid, exported as nnU-Net does."""
+                with_probabilities: bool = False, resources: Any = None) -> Prediction:
+        """Label map on ``volume``'s grid, exported as nnU-Net does (``resources``, a RAM
+        budget's choices for medseg's own window, do not apply)."""
         pre = preprocessed if preprocessed is not None else self.preprocess(volume)
         logits = self.logits(pre.image)
         labels, probs = logits_to_source(logits, pre.record, self.nnunet, with_probabilities)
@@ -113,7 +117,7 @@ class NnunetPredictor(Predictor):
         if self.settings.largest_component:
             from medseg.inference.postprocess import keep_largest_component
             labels = keep_largest_component(labels, [v for v in self.label_names if v])
-        return Prediction(volume.with_array(labels[None]), probs)
+        return Prediction(volume.with_array(labels[None]), source_probabilities=probs)
 
 
 def describing_plan(plan: NnunetPlan) -> Plan:

@@ -69,25 +69,41 @@ class Prediction:
     The probabilities are kept on the preprocessed grid (``preprocessed_probabilities``,
     small) with the preprocessing ``record``; :meth:`probability_slabs` maps them onto the
     source grid slab by slab (what ``medseg predict --save-probabilities`` writes), and
-    :attr:`probabilities` builds the whole float16 source-grid array on demand.
+    :attr:`probabilities` builds the whole float16 source-grid array on demand. Predictors
+    that compute source-grid probabilities their own way (nnU-Net's export) give them as
+    ``source_probabilities`` instead.
     """
 
     labels: Volume
     preprocessed_probabilities: np.ndarray | None = None  # (K, X, Y, Z), preprocessed grid
     record: dict[str, Any] | None = None
     slab: int = DEFAULT_SLAB
+    source_probabilities: np.ndarray | None = None  # (K, I, J, K), already on the source grid
 
     @property
     def probabilities(self) -> np.ndarray | None:
         """float16 ``(K, I, J, K)`` on the source grid (full size; see probability_slabs)."""
+        if self.source_probabilities is not None:
+            return self.source_probabilities.astype(np.float16, copy=False)
         if self.preprocessed_probabilities is None or self.record is None:
             return None
         n_classes = self.preprocessed_probabilities.shape[0]
         return invert_map(self.preprocessed_probabilities, self.record, dtype=np.float16,
                           fill=background_fill(n_classes), slab=self.slab)
 
+    @property
+    def has_probabilities(self) -> bool:
+        return self.source_probabilities is not None or (
+            self.preprocessed_probabilities is not None and self.record is not None)
+
     def probability_slabs(self) -> Iterator[tuple[slice, np.ndarray]]:
         """``(k_slice, float16 (K, I, J, len(k_slice)))`` along the source's last axis."""
+        if self.source_probabilities is not None:
+            depth = self.source_probabilities.shape[-1]
+            for start in range(0, depth, self.slab):
+                k = slice(start, min(start + self.slab, depth))
+                yield k, self.source_probabilities[..., k].astype(np.float16)
+            return
         if self.preprocessed_probabilities is None or self.record is None:
             raise ValueError("predict(..., with_probabilities=True) keeps the probabilities")
         fill = background_fill(self.preprocessed_probabilities.shape[0])

@@ -111,7 +111,7 @@ def viewer_block(config: Mapping[str, Any]) -> str:
 
 
 def viewer_config(
-    labels: Mapping[int, str],
+    labels: Mapping[int | str, str],
     cases: Mapping[str, Mapping[str, Any]],
     *,
     reference: bool,
@@ -122,7 +122,8 @@ def viewer_config(
     """The JSON the viewer reads: labels, per-case entries (``file``, ``grid``,
     ``details``, ``montage``), which layers exist and the table's initial order."""
     return {
-        "labels": [[int(v), name] for v, name in labels.items()],
+        # label layers only: regions (unions of labels, string keys) are scored, not drawn
+        "labels": [[int(v), name] for v, name in labels.items() if isinstance(v, int)],
         "cases": {case: dict(entry) for case, entry in cases.items()},
         "layers": {"reference": reference, "uncertainty": uncertainty},
         "initial_sort": {"column": sort_column, "descending": descending},

@@ -190,8 +190,8 @@ def train_session(
     last = session.fold_dir / "checkpoint_last.pt"
     if resume and session.dist.broadcast(last.is_file()):  # all ranks load rank 0's
         progress = restore(session, last)
-        log.info("resuming %s fold %s at epoch %d", session.config_name, session.fold,
-                 progress.epoch)
+        log.info("resuming %s fold %s at epoch %d/%d", session.config_name, session.fold,
+                 progress.epoch, progress.total_epochs)
     else:
         if resume:
             log.info("no checkpoint at %s: starting from scratch", last)

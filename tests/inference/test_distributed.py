@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
     local = predict_batch(predictor, jobs, tmp_path / "local", options)
 
     spec = ModelSpec(run_dir, device="cpu")
+    environment = dict(os.environ)
     with dask_client(workers=2) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         remote = predict_batch_distributed(spec, jobs, tmp_path / "dask", options, client)
@@ -110,6 +112,7 @@ def test_local_cluster_matches_local_prediction_and_isolates_a_corrupt_case(
         code = main(["predict", "-m", str(run_dir), "-i", str(inputs), "-o",
                      str(tmp_path / "dask"), "--device", "cpu", "--no-progress",
                      "--scheduler", client.scheduler.address])
+    assert dict(os.environ) == environment  # the workers' settings stay theirs
     assert set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1  # once per worker
 
     assert [r.name for r in remote] == [job.name for job in jobs]  # job order kept

@@ -24,15 +24,15 @@ SHAPE = (256, 256, 128)  # 8.4 M voxels at 1 mm, predicted at 4 mm
 N_CLASSES = 8
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     from medseg.cli.main import build_parser, main
-    from medseg.inference.memory import current_rss
+    from medseg.inference.memory import current_rss, peak_rss
     build_parser()  # every command module (torch, MONAI, ...) loaded before the base
     base = current_rss()
     budget = base + int(sys.argv[1])
     code = main(["predict", "-m", sys.argv[2], "-i", sys.argv[3], "-o", sys.argv[4],
                  "--device", "cpu", "--no-progress", "--max-ram", str(budget / 1e9)])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()  # (ru_maxrss would include the pytest process's memory at the fork)
     print(json.dumps({"base": base, "budget": budget, "peak": peak, "code": code}))
 """)
 

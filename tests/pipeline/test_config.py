@@ -16,6 +16,7 @@ from medseg.pipeline.config import (
     to_yaml,
 )
 from medseg.pipeline.schema import reference_rows
+from medseg.train.settings import DEFAULT_FOLD
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ def test_minimal_file_gets_defaults_and_relative_paths(write, tmp_path):
     cfg = load_config(write("name: x\ndataset:\n  path: data\n"))
     assert cfg.dataset.path == (tmp_path / "data").resolve()
     assert cfg.train.configuration == "3d"
-    assert cfg.train.folds == (0,)
+    assert cfg.train.folds == (DEFAULT_FOLD,)  # medseg.train.settings: fold 0, or all when tiny
     assert cfg.predict.inputs == ()
 
 
@@ -55,7 +56,7 @@ def test_minimal_file_gets_defaults_and_relative_paths(write, tmp_path):
         ("name: x\ndataset: {path: data}\ntrain: {configuration: 4d}\n",
          "'train.configuration': expected one of '3d', '2d', got '4d'"),
         ("name: x\ndataset: {path: data}\ntrain: {folds: [0, some]}\n",
-         "'train.folds[1]': expected int | 'all', got 'some'"),
+         "'train.folds[1]': expected int | 'all' | 'auto', got 'some'"),
         ("name: x\ndataset: {path: data}\ntrain: {max_minutes: -1}\n",
          "'train.max_minutes': must be positive"),
         ("name: x\ndataset: {path: data, strict: 1}\n",

@@ -101,7 +101,8 @@ def tiny_run(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_training_killed_mid_run_resumes_from_last_checkpoint(tiny_run: Path) -> None:
     fold_dir = tiny_run / "train" / "3d" / "fold_0"
-    train = medseg("train", str(tiny_run), "--epochs", str(EPOCHS), "--iterations-per-epoch",
+    train = medseg("train", str(tiny_run), "--fold", "0", "--epochs", str(EPOCHS),
+                   "--iterations-per-epoch",
                    "5", "--validate-every", "1", "--workers", "0", "--device", "cpu",
                    "--optimizer", "adamw")
     status = run_until(train, lambda: len(metrics_rows(fold_dir)) >= 3,

@@ -41,8 +41,9 @@ def run_dir(tmp_path):
 
 
 def test_cli_trains_resumes_and_reports(run_dir, capsys) -> None:
-    args = ["train", str(run_dir), "--epochs", "2", "--iterations-per-epoch", "3",
-            "--validate-every", "1", "--workers", "0", "--device", "cpu"]
+    # fold 0 (six cases would train on all of them by default: fold auto)
+    args = ["train", str(run_dir), "--fold", "0", "--epochs", "2", "--iterations-per-epoch",
+            "3", "--validate-every", "1", "--workers", "0", "--device", "cpu"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "2 epochs" in out and "final validation Dice" in out
@@ -52,7 +53,7 @@ def test_cli_trains_resumes_and_reports(run_dir, capsys) -> None:
     splits = json.loads((run_dir / "splits.json").read_text())
     assert len(splits) == 5 and sum(len(s["val"]) for s in splits) == 6  # labelled cases only
     # resuming a finished run keeps its schedule and trains no further epochs
-    assert main([*args[:2], "--resume", "--epochs", "5", "--workers", "0"]) == 0
+    assert main([*args[:4], "--resume", "--epochs", "5", "--workers", "0"]) == 0
     rows = list(csv.DictReader((fold / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
 
@@ -71,8 +72,8 @@ def test_bad_arguments_are_one_line_errors(run_dir, capsys) -> None:
 
 
 def test_resume_after_kill_9_ends_like_an_uninterrupted_run(run_dir) -> None:
-    args = [str(run_dir), "--epochs", "6", "--iterations-per-epoch", "4", "--workers", "0",
-            "--device", "cpu", "--validate-every", "3"]
+    args = [str(run_dir), "--fold", "0", "--epochs", "6", "--iterations-per-epoch", "4",
+            "--workers", "0", "--device", "cpu", "--validate-every", "3"]
     fold = run_dir / "train" / "3d" / "fold_0"
     proc = subprocess.Popen([sys.executable, "-m", "medseg.cli.main", "train", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
