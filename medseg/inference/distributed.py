@@ -179,7 +179,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     import dask
 
     with quiet_dask_logs(), environment_kept(), \
-            dask.config.set(local_worker_environment(workers)), dd.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+            dask.config.set(local_worker_environment(workers)), \
+            dd.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
                             dashboard_address=":0", silence_logs=logging.CRITICAL
                             ) as cluster, \
             dd.Client(cluster) as client:  # ":0": a free port, no clash with other clusters
