@@ -142,18 +142,24 @@ def main() -> None:
     if args.dataset in REGIONS:
         evaluate += ["--regions", REGIONS[args.dataset]]
     medseg(*evaluate, log=log)
+    (work / "seconds.json").write_text(json.dumps(seconds))
     summary = json.loads((report / "summary.json").read_text())
     rows = list(csv.DictReader((fold / "metrics.csv").open()))
     config = plan["configurations"]["3d"]
     budget_s = 60 * args.max_minutes
-    dice = {name: stats["dice"]["mean"] for name, stats in summary["per_class"].items()}
-    labels_only = [v for name, v in dice.items() if name in
-                   {n for k, n in plan["labels"].items() if k != "0"}]
+    # the test labels have no dataset.json above them: evaluate names classes label_<v>
+    names = {f"label_{v}": n for v, n in plan["labels"].items()}
+    dice = {names.get(name, name): stats["dice"]["mean"]
+            for name, stats in summary["per_class"].items()}
+    classes = [n for v, n in plan["labels"].items() if v != "0"]
+    if not all(n in dice for n in classes):
+        raise SystemExit(f"classes {classes} not all scored: {sorted(dice)}")
     print(json.dumps({
         "benchmark": "default_path", "dataset": args.dataset, "max_minutes": args.max_minutes,
         "seed": args.seed, "test_cases": n_test, "test_case": args.test_case,
-        "dice": dice, "mean_dice": sum(labels_only) / len(labels_only),
-        "dice_n": {name: stats["dice"]["n"] for name, stats in summary["per_class"].items()},
+        "dice": dice, "mean_dice": sum(dice[n] for n in classes) / len(classes),
+        "dice_n": {names.get(name, name): stats["dice"]["n"]
+                   for name, stats in summary["per_class"].items()},
         "train_wall_s": round(seconds["train"], 1),
         "budget_overrun_pct": round(100 * (seconds["train"] - budget_s) / budget_s, 2),
         "epochs": int(rows[-1]["epoch"]) if rows else 0,
