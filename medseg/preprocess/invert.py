@@ -10,7 +10,6 @@ import numpy as np
 
 from medseg.core import Volume, geometry
 from medseg.core.errors import GeometryError
-from medseg.preprocess.invert_chunks import invert_argmax, label_dtype
 from medseg.preprocess.steps import resample_linear
 
 
@@ -47,6 +46,9 @@ def invert_labels(labels: np.ndarray, record: Mapping[str, Any]) -> Volume:
     values = np.asarray(record["label_values"])
     meta = {"case": record.get("case")}
     if _resampled(record):
+        # imported here: torch (its interpolation) is not needed to plan or preprocess
+        from medseg.preprocess.invert_chunks import invert_argmax
+
         onehot = np.stack([classes[0] == k for k in range(len(values))]).astype(np.float32)
         labels = invert_argmax(onehot, record)
         return Volume(labels[None], np.asarray(record["source_affine"]), meta)
@@ -57,6 +59,11 @@ def invert_labels(labels: np.ndarray, record: Mapping[str, Any]) -> Volume:
             classes = geometry.from_ras(classes, np.asarray(step["orientation"]))
     return Volume(values.astype(label_dtype(values))[classes],
                   np.asarray(record["source_affine"]), meta)
+
+
+def label_dtype(values: np.ndarray) -> type:
+    """uint8 when the label values fit, else int32."""
+    return np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
 
 
 def _uncrop(array: np.ndarray, step: Mapping[str, Any], background: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medseg.core.errors import GeometryError
+from medseg.preprocess.invert import label_dtype
 
 #: Source slices per slab when nobody says otherwise (see :func:`preferred_slab`).
 DEFAULT_SLAB = 8
@@ -275,11 +276,6 @@ def invert_argmax(
     for k, scores in invert_slabs(probs, imap, slab=slab, fill=fill):
         out[..., k] = lookup[scores.argmax(dim=0)].numpy()
     return out
-
-
-def label_dtype(values: np.ndarray) -> type:
-    """uint8 when the label values fit, else int32."""
-    return np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
 
 
 def _check_pre_shape(shape: tuple[int, ...], imap: InverseMap, record: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -182,3 +185,13 @@ def test_label_values_map_to_class_indices(dtype):
     if dtype == np.float32:
         with pytest.raises(DatasetError):
             labels_to_classes(label + 0.5, [0, 10, 20])
+
+
+def test_preprocessing_imports_no_torch() -> None:
+    # `medseg preprocess` starts in a fraction of a second: torch (for the slab-by-slab
+    # inversion of predictions) is imported only where predictions are inverted
+    code = ("import sys, medseg.preprocess, medseg.cli.preprocess\n"
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
