@@ -83,14 +83,19 @@ def parse_channels(meta: Mapping[str, Any], where: Path) -> dict[int, str]:
 
 
 def parse_labels(meta: Mapping[str, Any], where: Path) -> NnunetLabels:
-    """``labels`` as name -> value, or name -> [values] with ``regions_class_order``."""
+    """``labels`` as name -> value, or name -> [values] with ``regions_class_order``; the
+    Decathlon's value -> name (``{"0": "background", "1": "liver"}``), which many v2-style
+    files keep next to ``channel_names``, is read too."""
     raw = meta.get("labels")
     if not isinstance(raw, Mapping) or not raw:
         raise DatasetError("dataset.json needs a non-empty 'labels' object", where)
     if any(isinstance(v, (list, tuple)) for v in raw.values()):
         return _region_labels(raw, meta.get("regions_class_order"), where)
     try:
-        values = {int(v): str(k) for k, v in raw.items()}
+        if all(_integral(k) for k in raw) and not all(_integral(v) for v in raw.values()):
+            values = {int(k): str(v) for k, v in raw.items()}  # value -> name
+        else:
+            values = {int(v): str(k) for k, v in raw.items()}
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"'labels' values must be integers: {exc}", where) from exc
     if len(values) != len(raw):
@@ -99,6 +104,10 @@ def parse_labels(meta: Mapping[str, Any], where: Path) -> NnunetLabels:
         raise DatasetError("'labels' must declare background = 0", where)
     ignore = values.get(max(values)) == "ignore"
     return NnunetLabels(values, {}, (), max(values) if ignore else None)
+
+
+def _integral(value: Any) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
 
 
 def _region_labels(raw: Mapping[str, Any], order: Any, where: Path) -> NnunetLabels:

@@ -12,6 +12,7 @@ from medseg.core.errors import DatasetError
 from medseg.data import Dataset, load_dataset, read_case, validate_dataset
 from medseg.io import read_volume
 from medseg.preprocess import compute_fingerprint, open_cache, plan_dataset, preprocess_dataset
+from tests.conftest import SHARED_DATA, requires_shared
 from tests.data.synthetic import write_nnunet_raw
 
 
@@ -65,6 +66,25 @@ def test_listed_cases_and_v1_dataset_json_still_work(tmp_path):
     ds = load_dataset(root)
     assert [c.case_id for c in ds.cases] == ["b"]
     assert ds.cases[0].images[0].name == "pt01_0000.nii.gz"
+
+
+def test_decathlon_label_order_next_to_channel_names(tmp_path):
+    # many v2-style files keep the Decathlon's value -> name labels (the shared CT and
+    # BraTS datasets do): read as they are meant, not refused
+    root = write_nnunet_raw(tmp_path / "Dataset012_Mixed", n_cases=2, n_test=0)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "left", "2": "right"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    assert load_dataset(root).labels == {0: "background", 1: "left", 2: "right"}
+
+
+@requires_shared
+@pytest.mark.parametrize("name", ["ct_headneck", "mri_brats2ch", "hippocampus"])
+def test_shared_datasets_load(name):
+    meta = json.loads((SHARED_DATA / name / "dataset.json").read_text())
+    ds = load_dataset(SHARED_DATA / name)
+    expected = {int(k): v for k, v in meta["labels"].items()}
+    assert ds.labels == expected and len(ds.cases) == meta["numTraining"]
 
 
 @pytest.mark.parametrize(("change", "message"), [
