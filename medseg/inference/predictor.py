@@ -195,7 +195,7 @@ class Predictor:
         return {
             "patch_size": cfg.patch_size, "overlap": self.settings.overlap,
             "batch_size": self.windows_per_batch(), "device": self.device,
-            "mirror_axes": (0, 1, 2) if self.mirroring else (),
+            "mirror_axes": cfg.training.mirror_axes if self.mirroring else (),
             "amp": self.settings.amp, "slice_axis": cfg.slice_axis,
         }
 

@@ -35,12 +35,15 @@ class TrainingPlan:
     learning_rate: float = 1e-2  # initial LR of the poly schedule
     rotation: str = "3d"  # "3d": about every axis; "in-plane": about the coarsest axis only
     mirror_tta: bool = True  # test-time mirroring when predicting
+    # Spatial axes (0-2 of the RAS-ordered arrays) mirrored in augmentation and at test
+    # time; the planner leaves out the left-right axis 0 when labels name a body side.
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
 
     def to_dict(self) -> dict[str, Any]:
         return {"iterations_per_epoch": self.iterations_per_epoch,
                 "validate_every": self.validate_every, "optimizer": self.optimizer,
                 "learning_rate": self.learning_rate, "rotation": self.rotation,
-                "mirror_tta": self.mirror_tta}
+                "mirror_tta": self.mirror_tta, "mirror_axes": list(self.mirror_axes)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainingPlan:
@@ -53,6 +56,7 @@ class TrainingPlan:
             learning_rate=float(d.get("learning_rate", default.learning_rate)),
             rotation=str(d.get("rotation", default.rotation)),
             mirror_tta=bool(d.get("mirror_tta", default.mirror_tta)),
+            mirror_axes=tuple(int(a) for a in d.get("mirror_axes", default.mirror_axes)),
         )
 
     def check(self) -> None:
@@ -67,6 +71,10 @@ class TrainingPlan:
         if self.rotation not in ("3d", "in-plane"):
             raise ConfigError(f"training.rotation must be '3d' or 'in-plane', "
                               f"got {self.rotation!r}")
+        axes = list(self.mirror_axes)
+        if len(set(axes)) != len(axes) or not set(axes) <= {0, 1, 2}:
+            raise ConfigError(f"training.mirror_axes must be distinct spatial axes among "
+                              f"0, 1, 2, got {axes}")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """nnU-Net-like automatic planning: target spacing, patch and batch size, DynUNet topology,
-normalization, rotation and partial annotation from a dataset fingerprint and a GPU
+normalization, rotation, mirroring and partial annotation from a dataset fingerprint and a GPU
 memory budget.
 
 This is the *reference* plan: what nnU-Net would train on a GPU with that memory. Fitting
@@ -9,7 +9,8 @@ job, since measuring needs the network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -53,12 +54,13 @@ def plan_dataset(
     dataset_voxels = float(np.prod(shape)) * fingerprint.n_cases
     slice_axis = int(np.argmax(spacing))
     in_plane = [a for a in range(3) if a != slice_axis]
+    sided = sided_labels(dataset.labels.values())
     configurations = {
-        "3d": with_rotation(plan_configuration(spacing, shape, dataset_voxels,
-                                               memory_budget_gb), spacing),
-        "2d": plan_configuration(
+        "3d": with_mirroring(with_rotation(plan_configuration(
+            spacing, shape, dataset_voxels, memory_budget_gb), spacing), sided),
+        "2d": with_mirroring(plan_configuration(
             [spacing[a] for a in in_plane], [shape[a] for a in in_plane], dataset_voxels,
-            memory_budget_gb, slice_axis=slice_axis),
+            memory_budget_gb, slice_axis=slice_axis), sided),
     }
     partial, reason = partial_labels_choice(dataset, fingerprint, partial_labels)
     normalization = normalization_schemes(dataset, fingerprint)
@@ -109,6 +111,33 @@ def with_rotation(config: Configuration, spacing: Sequence[float]) -> Configurat
                f"spacing {list(spacing)} is anisotropic (axis {axis} > {ANISOTROPY_RATIO:g}x "
                f"the finest): rotate in-plane only, about axis {axis}"}
     return replace(config, training=replace(config.training, rotation="in-plane"),
+                   reasons=reasons)
+
+
+_SIDE_WORDS = frozenset({"left", "right", "l", "r", "lt", "rt"})
+# words at case changes and separators; digits stay with their letters ("L1" is a vertebra)
+_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+\d*|[A-Z]+\d*|\d+")
+
+
+def sided_labels(names: Iterable[str]) -> list[str]:
+    """The label names that name a body side ("LeftParotid", "Parotid_R", "kidney left",
+    "RLung"): words split at case changes, digits and separators."""
+    return [name for name in names
+            if any(word.lower() in _SIDE_WORDS for word in _WORDS.findall(str(name)))]
+
+
+def with_mirroring(config: Configuration, sided: Sequence[str]) -> Configuration:
+    """No mirroring across the left-right axis (axis 0 of the RAS-ordered arrays) when
+    labels name a body side: a mirrored left parotid looks like a right one, and training
+    on mirrored patches teaches the network to confuse them (TotalSegmentator turns
+    mirroring off for this reason; nnU-Net mirrors every axis)."""
+    if not sided:
+        return config
+    shown = ", ".join(sided[:4]) + (", ..." if len(sided) > 4 else "")
+    reasons = {**config.reasons, "training.mirror_axes":
+               f"labels name a body side ({shown}): mirror the anterior-posterior and "
+               "superior-inferior axes only, in training and at test time"}
+    return replace(config, training=replace(config.training, mirror_axes=(1, 2)),
                    reasons=reasons)
 
 

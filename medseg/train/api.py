@@ -110,13 +110,18 @@ def effective_training(config: Configuration, settings: TrainSettings) -> Traini
 
 
 def augmentation(config: Configuration, settings: TrainSettings) -> AugmentSettings | None:
-    """The augmentation a fold trains with: the plan's (rotation, voxel size), none, or
-    the settings' own."""
+    """The augmentation a fold trains with: the plan's (rotation, mirrored axes, voxel
+    size), none, or the settings' own."""
     if isinstance(settings.augment, AugmentSettings):
         return settings.augment
     if not settings.augment:
         return None
-    return AugmentSettings.for_configuration(config.spacing, config.training.rotation)
+    mirror = config.training.mirror_axes  # axes of the RAS-ordered volume
+    if config.slice_axis is not None:  # a 2D patch's axes are the in-plane ones, in order
+        in_plane = [a for a in range(3) if a != config.slice_axis]
+        mirror = tuple(in_plane.index(a) for a in mirror if a in in_plane)
+    return AugmentSettings.for_configuration(config.spacing, config.training.rotation,
+                                             mirror_axes=mirror)
 
 
 def build_session(

@@ -247,7 +247,7 @@ def fit_schedule(config: Configuration, minutes: float | None, step_seconds: flo
     """Training schedule and test-time mirroring for ``config`` under the budget."""
     base = config.training
     if minutes is None or step_seconds is None:
-        defaults = TrainingPlan(rotation=base.rotation)
+        defaults = TrainingPlan(rotation=base.rotation, mirror_axes=base.mirror_axes)
         return defaults, {"training": "no time budget: nnU-Net's schedule (1000 epochs of "
                                       "250 iterations, SGD 1e-2, mirroring at test time)"}
     steps = expected_steps(minutes, step_seconds)
@@ -273,14 +273,15 @@ def fit_schedule(config: Configuration, minutes: float | None, step_seconds: flo
     reasons["training.validate_every"] = (
         f"a validation of {validation_cases} case(s) takes ~{validation_s:.0f} s: every "
         f"{validate_every} epoch(s) keeps validation under {VALIDATION_SHARE:.0%} of the budget")
-    tta_s = 8 * median_windows * window
+    mirrorings = 2 ** len(base.mirror_axes)
+    tta_s = mirrorings * median_windows * window
     mirror = tta_s <= TTA_SECONDS
     reasons["training.mirror_tta"] = (
-        f"mirroring 8x predicts a median case in ~{tta_s:.1f} s on this device "
+        f"mirroring {mirrorings}x predicts a median case in ~{tta_s:.1f} s on this device "
         + ("(cheap enough: on)" if mirror else f"(> {TTA_SECONDS:g} s: off)"))
     plan = TrainingPlan(iterations_per_epoch=per_epoch, validate_every=validate_every,
                         optimizer=optimizer, learning_rate=lr, rotation=base.rotation,
-                        mirror_tta=mirror)
+                        mirror_tta=mirror, mirror_axes=base.mirror_axes)
     return plan, reasons
 
 
@@ -311,7 +312,7 @@ def fit_configuration(plan: Plan, name: str, budget: Budget, timer: StepTimer,
     pinned = pinned_fields(current, auto.get("chosen"))
     times = StepTimes(timer, measured)
     reasons: dict[str, str] = {k: v for k, v in current.reasons.items()
-                               if k.startswith("training.rotation")}
+                               if k in ("training.rotation", "training.mirror_axes")}
     if NETWORK_FIELDS[0] in pinned:
         chosen, step = current, None
         reasons["network"] = "set in plan.json (kept as written)"

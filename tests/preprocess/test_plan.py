@@ -13,6 +13,7 @@ from medseg.preprocess import Plan, compute_fingerprint, plan_dataset
 from medseg.preprocess.fingerprint import Fingerprint, IntensityStats
 from medseg.preprocess.planning import (
     plan_configuration,
+    sided_labels,
     target_spacing,
     topology,
     training_bytes,
@@ -186,3 +187,33 @@ def test_partial_labels_auto_turns_on_when_a_class_is_missing_from_some_cases(tm
                         partial_labels="on").partial_labels
     loaded = Plan.from_dict(partial.to_dict())
     assert loaded.partial_labels and loaded == partial
+
+
+@pytest.mark.parametrize("name, sided", [
+    ("LeftParotid", True), ("Parotid_R", True), ("kidney left", True), ("RLung", True),
+    ("Glnd_Submand_L", True), ("lt_eye", True), ("Brainstem", False), ("Larynx", False),
+    ("vertebrae_L1", False), ("L5", False), ("Rectum", False), ("Liver", False),
+    ("Lung", False),
+])
+def test_labels_naming_a_body_side_are_found(name, sided):
+    assert sided_labels([name]) == ([name] if sided else [])
+
+
+def test_sided_labels_are_not_mirrored_across_left_right(tmp_path):
+    import json
+
+    root = write_decathlon(tmp_path / "ds", n_cases=3)  # labels "left" and "right"
+    ds = load_dataset(root)
+    fp = compute_fingerprint(ds, progress=False)
+    plan = plan_dataset(ds, fp)
+    for name in ("3d", "2d"):
+        config = plan.configuration(name)
+        assert config.training.mirror_axes == (1, 2)
+        assert "left, right" in config.reasons["training.mirror_axes"]
+    assert Plan.from_dict(plan.to_dict()) == plan
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "anterior", "2": "posterior"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    unsided = plan_dataset(load_dataset(root), fp)
+    assert unsided.configuration("3d").training.mirror_axes == (0, 1, 2)
+    assert "training.mirror_axes" not in unsided.configuration("3d").reasons

@@ -163,3 +163,33 @@ def test_auto_fold_validates_only_when_there_are_enough_cases() -> None:
     assert resolve_fold("auto", MIN_CASES_TO_VALIDATE) == 0
     assert resolve_fold("auto", MIN_CASES_TO_VALIDATE - 1) == "all"  # e.g. 3 BraTS cases
     assert resolve_fold(3, 4) == 3 and resolve_fold("all", 100) == "all"
+
+
+@pytest.mark.parametrize("slice_axis", [None, 0, 2])
+def test_augmentation_never_mirrors_an_axis_the_plan_leaves_out(slice_axis) -> None:
+    from dataclasses import replace
+
+    from medseg.preprocess.planning import plan_configuration
+    from medseg.sampling.augment import augment_batch
+    from medseg.train.api import augmentation
+    from medseg.train.settings import TrainSettings
+
+    spacing, shape = [1.0, 1.0, 1.0], [32, 32, 32]
+    if slice_axis is not None:
+        del spacing[slice_axis], shape[slice_axis]
+    config = plan_configuration(spacing, shape, 1e8, 8.0, slice_axis=slice_axis)
+    config = replace(config, training=replace(config.training, mirror_axes=(1, 2)))
+    settings = replace(augmentation(config, TrainSettings()), p_rotate=0, p_scale=0,
+                       p_brightness=0, p_contrast=0, p_gamma=0, p_noise=0, p_blur=0)
+    # patch axes of the RAS volume: (0, 1, 2) in 3D, the in-plane ones in 2D
+    ras_axes = [a for a in range(3) if a != slice_axis]
+    image = torch.zeros(64, 1, *[4] * len(ras_axes))
+    for dim, axis in enumerate(ras_axes):  # a ramp along each axis, distinct weights
+        ramp = torch.arange(4.0).reshape([4 if d == dim else 1 for d in range(len(ras_axes))])
+        image += 10.0 ** axis * ramp
+    label = torch.zeros_like(image, dtype=torch.int64)
+    out, _ = augment_batch(image, label, settings, seed=0)
+    for dim, axis in enumerate(ras_axes):
+        first = out.narrow(2 + dim, 0, 1) - out.narrow(2 + dim, 1, 1)  # >0 where flipped
+        flipped = (first.flatten(1) > 0).all(dim=1)
+        assert flipped.any() == (axis != 0), (axis, flipped)
