@@ -139,7 +139,8 @@ def evaluate_folders(
                                          if v not in region_names}
     class_names = label_names.name_labels(values, known)
     names: dict[int | str, str] = {**class_names, **region_names}
-    per_case = {c: with_all_labels(per_case[c], names) for c in sorted(per_case)}
+    per_case = {c: with_all_labels(per_case[c], names, partial_labels)
+                for c in sorted(per_case)}
     summary = {
         **report.summarize(per_case, names, nsd_tolerance),
         "partial_labels": partial_labels,

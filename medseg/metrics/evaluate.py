@@ -170,11 +170,15 @@ def resample_onto(
     )
 
 
-def with_all_labels(metrics: CaseMetrics, labels: Iterable[int | str]) -> CaseMetrics:
+def with_all_labels(metrics: CaseMetrics, labels: Iterable[int | str],
+                    partial_labels: bool = False) -> CaseMetrics:
     """``metrics`` completed with the both-empty results of labels absent from the case
-    (labels first, in order, then regions)."""
+    (labels first, in order, then regions); with ``partial_labels`` such a label is not
+    annotated in the case and is not scored, as in :func:`evaluate_case`."""
     nothing = np.zeros(1, dtype=bool)
     empty = class_metrics(nothing, nothing, (1.0,), DEFAULT_NSD_TOLERANCE_MM)
+    if partial_labels:
+        empty = not_scored(empty)
     return {v: dict(metrics.get(v, empty)) for v in sorted(labels, key=_key_order)}
 
 

@@ -124,20 +124,25 @@ def test_partial_labels_and_regions_in_the_report(tmp_path):
     _write(pred, "full.nii.gz", two)
     _write(gt, "no_two.nii.gz", np.where(two == 2, 0, two))  # class 2 not contoured here
     _write(pred, "no_two.nii.gz", two)  # ... but present and predicted
+    _write(gt, "none.nii.gz", np.where(two == 2, 0, two))  # not contoured, not predicted:
+    _write(pred, "none.nii.gz", np.where(two == 2, 0, two))  # still not scored (no Dice 1)
     out = tmp_path / "report"
     result = evaluate_folders(pred, gt, out, progress=False, qc_cases=0, partial_labels=True,
                               regions={"both": [1, 2]},
-                              case_roles={"training": ["x"], "evaluation": ["full", "no_two"]})
+                              case_roles={"training": ["x"],
+                                          "evaluation": ["full", "no_two", "none"]})
     rows = {(r["case"], r["name"]): r for r in csv.DictReader((out / "per_case.csv").open())}
     assert rows[("no_two", "label_2")]["scored"] == "0.0"
     assert rows[("no_two", "label_2")]["dice"] == "nan"
+    assert rows[("none", "label_2")]["scored"] == "0.0"
+    assert rows[("none", "label_2")]["dice"] == "nan"
     assert rows[("full", "label_2")]["dice"] == "1.0"
     assert rows[("full", "both")]["label"] == "1+2" and rows[("full", "both")]["dice"] == "1.0"
     summary = json.loads((out / "summary.json").read_text())
     stats = summary["per_class"]["label_2"]
-    assert stats["n_not_scored"] == 1 and stats["dice"]["n"] == 1 and stats["n_spurious"] == 0
+    assert stats["n_not_scored"] == 2 and stats["dice"]["n"] == 1 and stats["n_spurious"] == 0
     assert summary["regions"] == {"both": [1, 2]} and summary["partial_labels"]
-    assert summary["cases"]["evaluation"] == ["full", "no_two"]
+    assert summary["cases"]["evaluation"] == ["full", "no_two", "none"]
     assert "Cases" in (out / "index.html").read_text()
     assert result.labels[2] == "label_2"
 
