@@ -145,7 +145,10 @@ def test_budgeted_prediction_equals_the_default(model, resampled_case):
     lean = CaseResources(Accumulator(torch.device("cpu"), torch.float32, True, None), 1, 1)
     budgeted = predictor.predict(volume, with_probabilities=True, resources=lean)
     assert np.array_equal(budgeted.labels.array, default.labels.array)
-    np.testing.assert_array_equal(budgeted.probabilities, default.probabilities)
+    # one window per forward instead of two: oneDNN may round a batch of 1 differently
+    # (seen on a CPU without AVX-512), by one step of the float16 the probabilities keep
+    np.testing.assert_allclose(budgeted.probabilities, default.probabilities, rtol=0,
+                               atol=1e-3)
 
 
 def test_streamed_probabilities_equal_the_whole_volume_inversion(model, resampled_case,
