@@ -50,6 +50,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @functools.cache
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_supports_bfloat16() -> bool:
     """True when oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
     try:

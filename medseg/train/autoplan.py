@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.inference.sliding_window import count_windows
+from medseg.inference.sliding_window import count_windows, mirror_sets
 from medseg.models.network import MIN_LEVELS
 from medseg.preprocess.plan import Configuration, Plan, TrainingPlan
 from medseg.preprocess.planning import (
@@ -273,7 +273,7 @@ def fit_schedule(config: Configuration, minutes: float | None, step_seconds: flo
     reasons["training.validate_every"] = (
         f"a validation of {validation_cases} case(s) takes ~{validation_s:.0f} s: every "
         f"{validate_every} epoch(s) keeps validation under {VALIDATION_SHARE:.0%} of the budget")
-    mirrorings = 2 ** len(base.mirror_axes)
+    mirrorings = len(mirror_sets(base.mirror_axes, config.patch_size, config.slice_axis))
     tta_s = mirrorings * median_windows * window
     mirror = tta_s <= TTA_SECONDS
     reasons["training.mirror_tta"] = (

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from medseg.inference.sliding_window import count_windows
 from medseg.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from medseg.models.network import PlanLike, network_shape
+from medseg.models.runtime import synchronize
 from medseg.sampling.loader import EpochSampler, PatchSource
 from medseg.train.budget import (
     MARGIN_S,
@@ -263,19 +264,14 @@ def probe_window_seconds(session: Session) -> float:
         model(x)
         times = []
         for _ in range(3):
-            _sync(session.device)
+            synchronize(session.device)
             start = time.perf_counter()
             model(x)
-            _sync(session.device)
+            synchronize(session.device)
             times.append((time.perf_counter() - start) / 2)
         return min(times)
     finally:
         model.train(was_training)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def training_over(session: Session, progress: Progress) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from medseg.models import build_network
-from medseg.models.runtime import autocast_dtype
+from medseg.models.runtime import autocast_dtype, synchronize
 from medseg.preprocess.plan import Configuration, Plan
 from medseg.train.loss import build_loss, compute_loss
 
@@ -47,7 +47,7 @@ def measure_step_seconds(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     def step() -> float:
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             output = model(batch["image"])
@@ -58,7 +58,7 @@ def measure_step_seconds(
         nn.utils.clip_grad_norm_(model.parameters(), 12.0)
         scaler.step(optimizer)
         scaler.update()
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     model.train()
@@ -82,11 +82,6 @@ def _network_and_batch(plan: Plan, config: Configuration, device: torch.device,
     label = torch.randint(0, plan.n_classes, (config.batch_size, 1, *config.patch_size),
                           generator=generator).to(device)
     return model, {"image": image, "label": label}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def device_timer(plan: Plan, device: torch.device, precision: str = "auto") -> StepTimer:
