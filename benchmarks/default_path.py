@@ -134,7 +134,9 @@ def main() -> None:
     seconds["train"] = medseg(*train, log=log)
     seconds["predict"] = medseg("predict", "-m", str(run), "-i", str(images), "-o", str(pred),
                                 log=log)
-    fold = next((run / "train" / "3d").glob("fold_*"))  # fold "auto": 0, or all when tiny
+    # configuration "auto" (3d, or 2d under a short budget); fold "auto": 0, or all when tiny
+    fold = next((run / "train").glob("*/fold_*"))
+    name = fold.parent.name
     plan = json.loads((fold / "plan.json").read_text())
     evaluate = ["evaluate", str(pred), str(labels), "-o", str(report), "--qc-cases", "0"]
     if args.dataset in SCORED_WHERE_PRESENT:
@@ -145,7 +147,7 @@ def main() -> None:
     (work / "seconds.json").write_text(json.dumps(seconds))
     summary = json.loads((report / "summary.json").read_text())
     rows = list(csv.DictReader((fold / "metrics.csv").open()))
-    config = plan["configurations"]["3d"]
+    config = plan["configurations"][name]
     budget_s = 60 * args.max_minutes
     # the test labels have no dataset.json above them: evaluate names classes label_<v>
     names = {f"label_{v}": n for v, n in plan["labels"].items()}
@@ -165,6 +167,7 @@ def main() -> None:
         "epochs": int(rows[-1]["epoch"]) if rows else 0,
         "steps": int(rows[-1]["steps"]) if rows else 0,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "configuration": name, "configuration_reason": plan["auto"].get("configuration"),
         "chosen": {k: config[k] for k in ("patch_size", "batch_size", "filters")},
         "training": config["training"], "partial_labels": plan.get("partial_labels"),
         "target_spacing": plan["target_spacing"], "reasons": config.get("reasons", {}),

@@ -13,6 +13,7 @@ from medseg.models.runtime import PRECISIONS, flush_denormals
 from medseg.train.api import train_fold
 from medseg.train.distributed import distributed
 from medseg.train.settings import (
+    DEFAULT_CONFIGURATION,
     DEFAULT_FOLD,
     MIN_CASES_TO_VALIDATE,
     OptimSettings,
@@ -41,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "progress.png, tb/).",
     )
     parser.add_argument("run_dir", type=Path, help="run folder with plan.json and a cache")
-    parser.add_argument("--config", default="3d", help="plan configuration (3d or 2d)")
+    parser.add_argument("--config", default=DEFAULT_CONFIGURATION,
+                        help="plan configuration: 3d, 2d or auto (default: 3d, or 2d when "
+                             "--max-minutes is too short for 3d on this device; the reason is "
+                             "in the fold's plan.json)")
     parser.add_argument("--fold", type=_fold, default=DEFAULT_FOLD,
                         help="fold index, 'all' (every case, no validation) or 'auto' "
                              f"(default: fold 0, or 'all' below {MIN_CASES_TO_VALIDATE} "

@@ -34,7 +34,12 @@ from medseg.pipeline.schema import (
     suggest,
     to_plain,
 )
-from medseg.train.settings import DEFAULT_FOLD, MIN_CASES_TO_VALIDATE, TrainSettings
+from medseg.train.settings import (
+    DEFAULT_CONFIGURATION,
+    DEFAULT_FOLD,
+    MIN_CASES_TO_VALIDATE,
+    TrainSettings,
+)
 
 Device = Literal["auto", "cpu", "cuda"]
 TRAIN = TrainSettings()  # the training defaults (medseg.train.settings)
@@ -130,8 +135,10 @@ class PreprocessConfig:
 class TrainConfig:
     """Training of one or more folds of one configuration."""
 
-    configuration: Literal["3d", "2d"] = field(default="3d", metadata=doc(
-        "Plan configuration to train."))
+    configuration: Literal["auto", "3d", "2d"] = field(
+        default=DEFAULT_CONFIGURATION, metadata=doc(
+            "Plan configuration to train (auto: 3d, or 2d when max_minutes is too short "
+            "for 3d on this device)."))
     folds: tuple[int | Literal["all", "auto"], ...] = field(default=(DEFAULT_FOLD,),
                                                              metadata=doc(
         "Folds to train: cross-validation fold indices, 'all' (every training case, no "

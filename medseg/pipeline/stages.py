@@ -196,7 +196,7 @@ def predict(ctx: StageContext) -> StageResult:
     asked) and ``predict.inputs``, from their source files onto their own grids."""
     cfg = ctx.config.predict
     predictor = Predictor.load(
-        ctx.run_dir, folds=trained_folds(ctx), config=ctx.config.train.configuration,
+        ctx.run_dir, folds=trained_folds(ctx), config=trained_configuration(ctx),
         device=cfg.device, settings=InferenceSettings(overlap=cfg.overlap, tta=cfg.tta))
     log.info("predicting with %s", predictor.describe())
     _, held_out = split_dataset(ctx.run_dir)
@@ -253,6 +253,13 @@ def evaluate(ctx: StageContext) -> StageResult:
                      for name, stats in result.summary["per_class"].items())
     return StageResult((f"{EVALUATION_DIR}/summary.json", f"{EVALUATION_DIR}/per_case.csv"),
                        f"mean Dice {dice}")
+
+
+def trained_configuration(ctx: StageContext) -> str | None:
+    """The configuration trained (None for "auto": the one training chose, see
+    ``medseg.inference.predictor``)."""
+    name = ctx.config.train.configuration
+    return None if name == "auto" else name
 
 
 def trained_folds(ctx: StageContext) -> list[int | str]:

@@ -52,9 +52,9 @@ def plan_dataset(
     spacing = target_spacing(fingerprint)
     shape = median_shape_at(fingerprint, spacing)
     dataset_voxels = float(np.prod(shape)) * fingerprint.n_cases
-    slice_axis = int(np.argmax(spacing))
-    in_plane = [a for a in range(3) if a != slice_axis]
     sided = sided_labels(dataset.labels.values())
+    slice_axis, slice_reason = choose_slice_axis(spacing, bool(sided))
+    in_plane = [a for a in range(3) if a != slice_axis]
     configurations = {
         "3d": with_mirroring(with_rotation(plan_configuration(
             spacing, shape, dataset_voxels, memory_budget_gb), spacing), sided),
@@ -62,6 +62,8 @@ def plan_dataset(
             [spacing[a] for a in in_plane], [shape[a] for a in in_plane], dataset_voxels,
             memory_budget_gb, slice_axis=slice_axis), sided),
     }
+    configurations["2d"] = replace(configurations["2d"], reasons={
+        **configurations["2d"].reasons, "slice_axis": slice_reason})
     partial, reason = partial_labels_choice(dataset, fingerprint, partial_labels)
     normalization = normalization_schemes(dataset, fingerprint)
     auto: dict[str, Any] = {"median_shape": [round(v, 1) for v in shape],
@@ -124,6 +126,38 @@ def sided_labels(names: Iterable[str]) -> list[str]:
     "RLung"): words split at case changes, digits and separators."""
     return [name for name in names
             if any(word.lower() in _SIDE_WORDS for word in _WORDS.findall(str(name)))]
+
+
+#: Axes whose spacing is within this factor of the coarsest count as equally coarse.
+SLICE_TIE = 1.05
+#: Among equally coarse axes, 2D slices are taken across the superior-inferior axis first
+#: (axial slices, the reading plane), then anterior-posterior (coronal), then left-right.
+SLICE_PREFERENCE = (2, 1, 0)
+_PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def choose_slice_axis(spacing: Sequence[float], sided: bool) -> tuple[int, str]:
+    """The RAS axis a 2D configuration slices across, and why.
+
+    nnU-Net slices across the coarsest axis. Ties (within :data:`SLICE_TIE`) go to the
+    axial, then the coronal plane: in RAS order ``argmax`` would pick left-right, i.e.
+    sagittal slices. With side-named labels left-right is never the slice axis: a sagittal
+    slice through the left parotid looks like one through the right, so a 2D network
+    cannot tell the sides apart.
+    """
+    spacing = [float(s) for s in spacing]
+    allowed = [a for a in SLICE_PREFERENCE if not (sided and a == 0)]
+    coarsest = max(spacing[a] for a in allowed)
+    axis = next(a for a in allowed if spacing[a] * SLICE_TIE >= coarsest)
+    skipped = sided and spacing[0] > coarsest * SLICE_TIE
+    why = (f"{_PLANES[axis]} slices: the coarsest axis{' but left-right' if skipped else ''} "
+           f"({spacing[axis]:g} mm of {[round(s, 3) for s in spacing]} mm)")
+    tied = [_PLANES[a] for a in allowed if a != axis and spacing[a] * SLICE_TIE >= coarsest]
+    if skipped:
+        why += "; not across left-right: labels name a body side"
+    elif tied:
+        why += f"; preferred to {' and '.join(tied)} slices, as coarse (axial, then coronal)"
+    return axis, why
 
 
 def with_mirroring(config: Configuration, sided: Sequence[str]) -> Configuration:

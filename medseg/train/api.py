@@ -39,12 +39,13 @@ from medseg.sampling.loader import (
     close_loader,
     make_loader,
 )
-from medseg.train.autoplan import Budget, describe, fit_plan
+from medseg.train.autoplan import Budget, describe, fit_plan, pick_configuration
 from medseg.train.distributed import SINGLE_PROCESS, DistContext, check_launch
 from medseg.train.loop import Progress, Session, fit, restore
 from medseg.train.loss import build_loss
 from medseg.train.optim import build_optimizer
 from medseg.train.settings import (
+    DEFAULT_CONFIGURATION,
     DEFAULT_EPOCHS,
     DEFAULT_FOLD,
     DEFAULT_FOLDS,
@@ -216,34 +217,43 @@ def train_session(
                        progress.best_metric, dice, progress.elapsed_s, progress.steps)
 
 
-def fold_plan(plan: Plan, config: str, out_dir: Path, device: torch.device,
+def fold_plan(plan: Plan, config: str, run_dir: Path, fold: int | str, device: torch.device,
               max_minutes: float | None, validation_cases: int, resume: bool,
               settings: TrainSettings, dist: DistContext = SINGLE_PROCESS,
-              timer: StepTimer | None = None) -> Plan:
-    """The plan a fold trains with: the one it started with when resuming, else ``plan``
-    fitted to the device and budget (rank 0 measures; every rank gets its plan), written
-    to the fold folder and logged."""
-    saved = out_dir / PLAN_FILE
-    if resume and saved.is_file():
-        return Plan.load(saved)
+              timer: StepTimer | None = None) -> tuple[str, Plan]:
+    """The configuration a fold trains (``"auto"`` resolved) and the plan it trains with:
+    the one it started with when resuming, else ``plan`` fitted to the device and budget
+    (rank 0 measures; every rank gets its plan), written to the fold folder and logged."""
+    names = [n for n in ("3d", "2d") if n in plan.configurations] if config == "auto" \
+        else [config]
+    if resume:
+        saved = [n for n in names if (fold_dir(run_dir, n, fold) / PLAN_FILE).is_file()]
+        if saved:
+            return saved[0], Plan.load(fold_dir(run_dir, saved[0], fold) / PLAN_FILE)
+    budget = Budget(max_minutes, describe_device(device), device_memory_gb(device),
+                    validation_cases)
     if not settings.fit_to_budget:
         fitted = plan
     else:
         def fit_on_main() -> dict:
-            budget = Budget(max_minutes, describe_device(device), device_memory_gb(device),
-                            validation_cases)
-            chosen = fit_plan(plan, [config], budget,
+            chosen = fit_plan(plan, names, budget,
                               timer or device_timer(plan, device, settings.precision),
                               reuse_measurements=False)
             return chosen.to_dict()
 
         fitted = Plan.from_dict(dist.broadcast(fit_on_main() if dist.is_main else None))
+    if config == "auto":
+        config, why = pick_configuration(fitted, budget) if settings.fit_to_budget else \
+            ("3d", "3d: nnU-Net's default (plan kept as written)")
+        fitted = fitted.with_changes(auto={**fitted.auto, "configuration": why})
+        log.info("configuration auto: %s", why)
     if dist.is_main:
+        out_dir = fold_dir(run_dir, config, fold)
         out_dir.mkdir(parents=True, exist_ok=True)
-        fitted.save(saved)
+        fitted.save(out_dir / PLAN_FILE)
         for line in describe(fitted.configuration(config)):
             log.info("plan %s: %s", config, line)
-    return fitted
+    return config, fitted
 
 
 def planning_memory_gb(device: str = "auto") -> float:
@@ -264,14 +274,18 @@ def plan_for_device(plan: Plan, device: str = "auto", max_minutes: float | None 
 
 
 def train_fold(
-    run_dir: str | Path, config: str = "3d", fold: int | str = DEFAULT_FOLD,
+    run_dir: str | Path, config: str = DEFAULT_CONFIGURATION, fold: int | str = DEFAULT_FOLD,
     epochs: int | None = None,
     max_minutes: float | None = None, device: str = "auto", resume: bool = False,
     settings: TrainSettings | None = None, dist: DistContext = SINGLE_PROCESS,
     timer: StepTimer | None = None, started: float | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``fold`` (an int, ``"all"``, or ``"auto"``: fold 0, or every case
-    for datasets too small to keep a validation fold) of the run folder ``run_dir``.
+    """Train ``config`` on ``fold`` of the run folder ``run_dir``.
+
+    ``config``: ``"3d"``, ``"2d"``, or ``"auto"`` (3D unless the budget is too short for it
+    on this device: :func:`medseg.train.autoplan.pick_configuration`). ``fold``: an int,
+    ``"all"``, or ``"auto"`` (fold 0, or every case for datasets too small to keep a
+    validation fold).
 
     Reads ``RUN/plan.json`` and the preprocessed cache, writes ``RUN/splits.json`` once and
     ``RUN/train/<config>/fold_<k>/`` (plan.json, checkpoints, metrics.csv, progress.png,
@@ -298,10 +312,10 @@ def train_fold(
         raise DatasetError("the preprocessed cache has no labelled cases", cache.folder)
     if fold != (fold := resolve_fold(fold, len(labelled))):
         log.info("fold auto: %s (%d labelled cases)", fold, len(labelled))
-    out = fold_dir(run_dir, config, fold)
     _, val_cases = split_cases(run_dir, labelled, fold, settings, dist)
-    plan = fold_plan(plan, config, out, dev, max_minutes, len(val_cases), resume, settings,
-                     dist, timer)
+    config, plan = fold_plan(plan, config, run_dir, fold, dev, max_minutes, len(val_cases),
+                             resume, settings, dist, timer)
+    out = fold_dir(run_dir, config, fold)
     session = build_session(plan, cache, labelled, run_dir, config, fold, out, dev, settings,
                             dist)
     return train_session(session, epochs, max_minutes, resume, started)

@@ -66,6 +66,10 @@ WIDTHS = ((32, 0.75), (16, 0.5), (8, 0.5))
 LOOP_EFFICIENCY = 0.95
 #: Set-up before the first step (loader workers, network, first batch), in seconds.
 SETUP_SECONDS = 10.0
+#: ``--config auto`` trains 2D when the 3D network would reach less than this share of
+#: STEPS_TARGET. Measured on ct_headneck, 15 min on a 2-core CPU (validation fold, seed 1):
+#: 3D ~800 steps, mean organ Dice 0.xx; 2D ~3800 steps, 0.555 (docs/benchmarks.md).
+AUTO_2D_BELOW = 0.5
 #: Below this many expected steps AdamW (2e-3) converges faster than nnU-Net's SGD (1e-2):
 #: measured on hippocampus (docs/benchmarks.md); long runs keep nnU-Net's choice.
 ADAMW_BELOW_STEPS = 25_000
@@ -312,7 +316,7 @@ def fit_configuration(plan: Plan, name: str, budget: Budget, timer: StepTimer,
     pinned = pinned_fields(current, auto.get("chosen"))
     times = StepTimes(timer, measured)
     reasons: dict[str, str] = {k: v for k, v in current.reasons.items()
-                               if k in ("training.rotation", "training.mirror_axes")}
+                               if k in ("training.rotation", "training.mirror_axes", "slice_axis")}
     if NETWORK_FIELDS[0] in pinned:
         chosen, step = current, None
         reasons["network"] = "set in plan.json (kept as written)"
@@ -360,19 +364,54 @@ def fit_plan(plan: Plan, names: Sequence[str], budget: Budget, timer: StepTimer,
     the machine may be busier or quieter than when the plan was made)."""
     auto = dict(plan.auto)
     measured_all: dict[str, dict[str, float]] = dict(auto.get("measured", {}))
+    if not reuse_measurements:  # measured afresh, once for all the configurations
+        measured_all.pop(budget.device, None)
     configurations = dict(plan.configurations)
     for name in names:
         entry = dict(auto.get(name, {}))
         entry.setdefault("reference", plan.configuration(name).to_dict())
         fitted, measured = fit_configuration(
             plan.with_changes(auto={**auto, name: entry}), name, budget, timer,
-            measured_all.get(budget.device) if reuse_measurements else None)
+            measured_all.get(budget.device))
         measured_all[budget.device] = measured
         entry["chosen"] = {k: v for k, v in fitted.to_dict().items() if k != "reasons"}
         auto[name] = entry
         configurations[name] = fitted
     auto.update(budget_minutes=budget.minutes, device=budget.device, measured=measured_all)
     return plan.with_changes(configurations=configurations, auto=auto)
+
+
+def planned_steps(plan: Plan, name: str, budget: Budget) -> int | None:
+    """Optimiser steps the fitted configuration ``name`` is expected to reach in the budget
+    (None without a budget or a measured step time)."""
+    config = plan.configuration(name)
+    seconds = plan.auto.get("measured", {}).get(budget.device, {}).get(
+        Candidate(config.filters[0], config).key)
+    if budget.minutes is None or seconds is None:
+        return None
+    return expected_steps(budget.minutes, seconds)
+
+
+def pick_configuration(plan: Plan, budget: Budget) -> tuple[str, str]:
+    """The configuration ``"auto"`` trains, from a ``plan`` fitted to ``budget`` (both
+    configurations), and why.
+
+    3D (nnU-Net's default) unless the budget is too short for it on this device: when its
+    fitted network is expected to reach fewer than :data:`AUTO_2D_BELOW` of the
+    :data:`STEPS_TARGET` steps and the 2D one reaches more, 2D trains instead.
+    """
+    if "2d" not in plan.configurations or budget.minutes is None:
+        return "3d", "3d: nnU-Net's default (no time budget)"
+    steps = {name: planned_steps(plan, name, budget) for name in ("3d", "2d")}
+    if steps["3d"] is None or steps["2d"] is None:
+        return "3d", "3d: nnU-Net's default (step times not measured)"
+    short = steps["3d"] < AUTO_2D_BELOW * STEPS_TARGET and steps["2d"] > steps["3d"]
+    why = (f"~{steps['3d']} steps of 3D vs ~{steps['2d']} of 2D expected in "
+           f"{budget.minutes:g} min on {budget.device}: ")
+    if short:
+        return "2d", why + (f"3D would reach under {AUTO_2D_BELOW:.0%} of {STEPS_TARGET} "
+                            "steps, 2D trains (a longer budget or a faster device trains 3D)")
+    return "3d", why + "3D trains (nnU-Net's default)"
 
 
 def describe(config: Configuration) -> list[str]:

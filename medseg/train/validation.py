@@ -38,6 +38,11 @@ class ValidationResult:
         return float(np.mean(valid)) if valid else float("nan")
 
 
+def window_batch(config: Mapping[str, Any]) -> int:
+    """Windows per forward pass in validation: 2 in 3D, the training batch of slices in 2D."""
+    return int(config.get("batch_size", 2)) if len(config["patch_size"]) == 2 else 2
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module, source: PatchSource, cases: Sequence[str], config: Mapping[str, Any],
@@ -61,8 +66,7 @@ def validate(
                 break
             probs = predict_probabilities(
                 model, np.array(source.image(case, mmap=True)), config["patch_size"],
-                batch_size=int(config.get("batch_size", 2)) if slice_axis is not None else 2,
-                device=device, slice_axis=slice_axis,
+                batch_size=window_batch(config), device=device, slice_axis=slice_axis,
             )
             truth = np.asarray(source.label(case, mmap=True))[0]
             case_dice[case] = dice_per_class(probs.argmax(0), truth, n_classes, partial_labels)

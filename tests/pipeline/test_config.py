@@ -16,7 +16,7 @@ from medseg.pipeline.config import (
     to_yaml,
 )
 from medseg.pipeline.schema import reference_rows
-from medseg.train.settings import DEFAULT_FOLD
+from medseg.train.settings import DEFAULT_CONFIGURATION, DEFAULT_FOLD
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def write(tmp_path: Path):
 def test_minimal_file_gets_defaults_and_relative_paths(write, tmp_path):
     cfg = load_config(write("name: x\ndataset:\n  path: data\n"))
     assert cfg.dataset.path == (tmp_path / "data").resolve()
-    assert cfg.train.configuration == "3d"
+    assert cfg.train.configuration == DEFAULT_CONFIGURATION == "auto"  # medseg.train.settings
     assert cfg.train.folds == (DEFAULT_FOLD,)  # medseg.train.settings: fold 0, or all when tiny
     assert cfg.predict.inputs == ()
 

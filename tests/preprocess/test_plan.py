@@ -12,6 +12,7 @@ from medseg.data import load_dataset
 from medseg.preprocess import Plan, compute_fingerprint, plan_dataset
 from medseg.preprocess.fingerprint import Fingerprint, IntensityStats
 from medseg.preprocess.planning import (
+    choose_slice_axis,
     plan_configuration,
     sided_labels,
     target_spacing,
@@ -117,7 +118,7 @@ def test_hippocampus_plan_is_sensible():
     assert np.all(np.asarray(config.patch_size) >= median)  # covers a whole median case
     assert np.prod(config.patch_size) <= 2 * np.prod(median)
     assert config.batch_size >= 2
-    assert plan.configuration("2d").patch_size == config.patch_size[1:]
+    assert plan.configuration("2d").patch_size == config.patch_size[:2]  # axial slices
 
 
 def test_tiny_budget_terminates_with_smallest_patch():
@@ -217,3 +218,31 @@ def test_sided_labels_are_not_mirrored_across_left_right(tmp_path):
     unsided = plan_dataset(load_dataset(root), fp)
     assert unsided.configuration("3d").training.mirror_axes == (0, 1, 2)
     assert "training.mirror_axes" not in unsided.configuration("3d").reasons
+
+
+@pytest.mark.parametrize("spacing,sided,axis", [
+    ((1.0, 1.0, 5.0), False, 2),  # thick axial slices: across them (nnU-Net)
+    ((0.7, 4.0, 0.7), False, 1),  # coronal acquisition
+    ((4.0, 0.7, 0.7), False, 0),  # sagittal acquisition, no sides in the labels
+    ((4.0, 0.7, 0.7), True, 2),  # ... with sides: never left-right (then the tie rule)
+    ((3.92, 3.92, 2.5), False, 1),  # tie between left-right and anterior-posterior
+    ((3.92, 3.92, 2.5), True, 1),
+    ((1.0, 1.0, 1.0), False, 2),  # isotropic: axial
+    ((1.0, 1.02, 1.0), False, 2),  # within the tie tolerance: still axial
+])
+def test_2d_slice_axis(spacing, sided, axis):
+    chosen, why = choose_slice_axis(spacing, sided)
+    assert chosen == axis
+    assert ("axial", "coronal", "sagittal")[2 - axis] in why
+
+
+def test_2d_slices_of_side_labelled_data_keep_both_sides_in_plane(tmp_path):
+    """Thick sagittal slices (coarsest left-right) with "left"/"right" labels: the 2D
+    configuration still sees left and right in one slice."""
+    root = write_decathlon(tmp_path / "ds", n_cases=3, shape=(12, 40, 40),
+                           spacing=(4.0, 0.8, 0.8))  # labels "left" and "right"
+    ds = load_dataset(root)
+    config = plan_dataset(ds, compute_fingerprint(ds, progress=False)).configuration("2d")
+    assert config.slice_axis != 0
+    assert config.spacing[0] == pytest.approx(4.0)  # left-right stays in plane
+    assert "body side" in config.reasons["slice_axis"]

@@ -16,6 +16,8 @@ from medseg.train.autoplan import (
     expected_steps,
     fit_plan,
     ladder,
+    pick_configuration,
+    planned_steps,
 )
 
 DEVICE = "cpu:test:2 threads"
@@ -153,3 +155,52 @@ def test_gpu_candidates_fit_the_memory(memory):
                                                     c.config.filters)
         assert need <= (memory - 1) * 1024**3
     assert np.prod(ladder(reference)[0].config.patch_size) > 0
+
+
+def two_configuration_plan() -> Plan:
+    """The reference plan with nnU-Net's 2D configuration (slices across axis 2) beside
+    its 3D one."""
+    plan = reference_plan()
+    config = plan_configuration([1.0, 1.0], [40, 56], 1e8, memory_budget_gb=8.0, slice_axis=2)
+    chosen = {k: v for k, v in config.to_dict().items() if k != "reasons"}
+    return plan.with_changes(
+        configurations={**plan.configurations, "2d": config},
+        auto={**plan.auto, "2d": {"reference": config.to_dict(), "chosen": chosen}})
+
+
+@pytest.mark.parametrize("minutes,rate,expected", [
+    (None, 1.0, "3d"),  # no budget: nnU-Net's default
+    (15, 1e-13, "3d"),  # a fast device trains the reference 3D network
+    (15, 2e-11, "3d"),  # about this CPU's rate: a smaller 3D network, still enough steps
+    (15, 5e-10, "3d"),  # under the step target but over half of it: still 3D
+    (15, 2e-9, "2d"),  # too slow for 3D: under half the step target even at the cheapest
+])
+def test_auto_configuration_is_3d_unless_the_budget_is_too_short_for_it(minutes, rate,
+                                                                          expected):
+    budget = Budget(minutes, DEVICE, validation_cases=20)
+    timer = Timer(rate)
+    plan = fit_plan(two_configuration_plan(), ["3d", "2d"], budget, timer)
+    name, why = pick_configuration(plan, budget)
+    assert name == expected
+    if minutes is None:
+        assert planned_steps(plan, "3d", budget) is None and timer.calls == 0
+        return
+    steps = {n: expected_steps(minutes, rate * cost(plan.configuration(n))) for n in ("3d", "2d")}
+    assert {n: planned_steps(plan, n, budget) for n in steps} == steps  # what was measured
+    assert (steps["3d"] < STEPS_TARGET / 2) == (expected == "2d")
+    assert f"~{steps['3d']} steps of 3D vs ~{steps['2d']} of 2D" in why
+
+
+def test_auto_without_a_2d_configuration_is_3d():
+    budget = Budget(15, DEVICE, validation_cases=20)
+    plan = fit_plan(reference_plan(), ["3d"], budget, Timer(5e-10))
+    assert pick_configuration(plan, budget)[0] == "3d"
+
+
+def test_fresh_measurements_of_both_configurations_are_all_kept():
+    budget = Budget(15, DEVICE, validation_cases=20)
+    stale = fit_plan(two_configuration_plan(), ["3d", "2d"], budget, Timer(1e-13))
+    plan = fit_plan(stale, ["3d", "2d"], budget, Timer(2e-9), reuse_measurements=False)
+    for name in ("3d", "2d"):  # measured afresh (not the stale times), and not forgotten
+        assert planned_steps(plan, name, budget) == expected_steps(
+            15, 2e-9 * cost(plan.configuration(name)))

@@ -107,7 +107,7 @@ def test_train_fits_the_plan_to_the_measured_device_and_keeps_it_on_resume(tmp_p
     def slow(config):  # a device on which only small networks get enough steps
         return 5e-9 * cost(config)
 
-    result = train_fold(run, fold=0, max_minutes=0.25, device="cpu", timer=slow)
+    result = train_fold(run, "3d", fold=0, max_minutes=0.25, device="cpu", timer=slow)
     fitted = Plan.load(result.fold_dir / "plan.json").configuration("3d")
     reference = Plan.load(run / "plan.json").configuration("3d")
     assert cost(fitted) < cost(reference)
@@ -115,9 +115,28 @@ def test_train_fits_the_plan_to_the_measured_device_and_keeps_it_on_resume(tmp_p
     ckpt = load_checkpoint(result.checkpoint_last)
     assert ckpt["plan"]["configurations"]["3d"]["filters"] == list(fitted.filters)
     # resuming keeps the fold's plan, whatever the device now measures
-    resumed = train_fold(run, fold=0, max_minutes=0.25, device="cpu", resume=True,
+    resumed = train_fold(run, "3d", fold=0, max_minutes=0.25, device="cpu", resume=True,
                          timer=lambda config: 1e-15 * cost(config))
     assert Plan.load(resumed.fold_dir / "plan.json").configuration("3d") == fitted
+
+
+def test_auto_trains_2d_when_the_budget_is_too_short_for_3d(run_dir):
+    from medseg.inference import Predictor
+    from medseg.train.autoplan import cost
+
+    def slow(config):  # 3D gets a handful of steps in 15 s, 2D many more
+        return 2e-7 * cost(config)
+
+    result = train_fold(run_dir, fold=0, max_minutes=0.25, device="cpu", timer=slow)
+    assert result.config == "2d" and result.fold_dir == run_dir / "train" / "2d" / "fold_0"
+    assert not (run_dir / "train" / "3d").exists()
+    why = Plan.load(result.fold_dir / "plan.json").auto["configuration"]
+    assert "2D trains" in why and "steps of 3D" in why
+    assert Predictor.load(run_dir).config == "2d"  # predict finds what auto trained
+    # resuming finds the configuration auto chose, whatever the device now measures
+    resumed = train_fold(run_dir, fold=0, max_minutes=0.25, device="cpu", resume=True,
+                         timer=lambda config: 1e-15 * cost(config))
+    assert resumed.config == "2d"
 
 
 def test_whole_train_command_keeps_its_budget(run_dir):
