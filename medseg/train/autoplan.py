@@ -48,6 +48,7 @@ from medseg.preprocess.planning import (
     topology,
     training_bytes,
 )
+from medseg.train.budget import VALIDATION_SHARE
 from medseg.train.steptime import StepTimer
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ ADAMW_LR = 2e-3
 SGD_LR = 1e-2
 #: A budgeted run has about this many epochs (checkpoints and progress points).
 EPOCHS_PER_BUDGET = 20
-#: Periodic validations take at most this share of the budget.
-VALIDATION_SHARE = 0.05
 #: Test-time mirroring is on when it predicts a median case in at most this many seconds.
 TTA_SECONDS = 60.0
 #: A forward pass of one window costs about this fraction of a training step per sample.

@@ -23,6 +23,14 @@ from dataclasses import dataclass
 #: small misestimates of the last validation or checkpoint stay inside the budget.
 MARGIN_FRACTION = 0.02
 MARGIN_S = 0.5
+#: Validation takes at most this share of a budget: the periodic ones are spaced for it
+#: (``medseg.train.autoplan``) and the final one is reserved no more than it; cases that
+#: would end past the budget are skipped and named in the log (a 2D ct_headneck network
+#: took 300 s to validate 25 cases: reserving that kept a fifth of a 30-minute budget from
+#: training). ``medseg evaluate`` scores every case afterwards.
+VALIDATION_SHARE = 0.05
+#: ... but never less than this many seconds (short budgets keep a whole final validation).
+MIN_VALIDATION_S = 30.0
 #: Safety factor on the estimated duration of the final validation and checkpoint. Small,
 #: because the final validation itself stops before a case that would end past the budget:
 #: a misestimate costs validation cases, not the budget. (At 1.5, 15-minute ct_headneck runs
@@ -51,8 +59,9 @@ def reserve_s(budget_s: float, timings: Timings, validates: bool) -> float:
     """Time kept back from training for the final validation and checkpoint."""
     validation = 0.0
     if validates:
-        validation = (max(timings.validation_seconds) if timings.validation_seconds
-                      else timings.validation_guess_s)
+        validation = min(max(timings.validation_seconds) if timings.validation_seconds
+                         else timings.validation_guess_s,
+                         max(VALIDATION_SHARE * budget_s, MIN_VALIDATION_S))
     return (RESERVE_FACTOR * (validation + save_estimate(timings))
             + MARGIN_FRACTION * budget_s + MARGIN_S)
 

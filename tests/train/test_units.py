@@ -15,6 +15,7 @@ from medseg.train.budget import (
     MARGIN_FRACTION,
     MARGIN_S,
     RESERVE_FACTOR,
+    VALIDATION_SHARE,
     Timings,
     may_step,
     reserve_s,
@@ -72,10 +73,18 @@ def test_budget_reserves_the_final_validation_and_checkpoint() -> None:
     no_val = training_window_s(600, measured, validates=False)
     assert no_val == pytest.approx(600 - RESERVE_FACTOR * 2.0 - MARGIN_FRACTION * 600 - MARGIN_S)
     # before the first validation the guess stands in
-    guess = Timings(step_seconds=0.5, validation_guess_s=40.0)
+    guess = Timings(step_seconds=0.5, validation_guess_s=25.0)
     assert reserve_s(600, guess, True) == pytest.approx(
-        RESERVE_FACTOR * (40.0 + 2.0) + MARGIN_FRACTION * 600 + MARGIN_S)  # save guess 2 s
-    assert training_window_s(10, Timings(validation_guess_s=60.0), True) == 0.0  # never < 0
+        RESERVE_FACTOR * (25.0 + 2.0) + MARGIN_FRACTION * 600 + MARGIN_S)  # save guess 2 s
+    assert training_window_s(10, Timings(save_guess_s=60.0), True) == 0.0  # never < 0
+    # a slow validation is reserved no more than its share of the budget (cases that would
+    # end past the budget are skipped): a long one does not eat the training time
+    slow = Timings(step_seconds=0.5, validation_guess_s=300.0)
+    assert reserve_s(1800, slow, True) == pytest.approx(
+        RESERVE_FACTOR * (VALIDATION_SHARE * 1800 + 2.0) + MARGIN_FRACTION * 1800 + MARGIN_S)
+    quick = Timings(step_seconds=0.5, validation_guess_s=30.0)  # under the cap: all of it
+    assert reserve_s(1800, quick, True) == pytest.approx(
+        RESERVE_FACTOR * (30.0 + 2.0) + MARGIN_FRACTION * 1800 + MARGIN_S)
 
 
 def test_a_step_is_taken_only_if_it_ends_in_the_window() -> None:
