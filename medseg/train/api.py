@@ -39,7 +39,8 @@ from medseg.sampling.loader import (
     close_loader,
     make_loader,
 )
-from medseg.train.autoplan import Budget, describe, fit_plan, pick_configuration
+from medseg.train.autoconfig import pick_configuration
+from medseg.train.autoplan import Budget, describe, fit_plan
 from medseg.train.distributed import SINGLE_PROCESS, DistContext, check_launch
 from medseg.train.loop import Progress, Session, fit, restore
 from medseg.train.loss import build_loss
@@ -283,7 +284,7 @@ def train_fold(
     """Train ``config`` on ``fold`` of the run folder ``run_dir``.
 
     ``config``: ``"3d"``, ``"2d"``, or ``"auto"`` (3D unless the budget is too short for it
-    on this device: :func:`medseg.train.autoplan.pick_configuration`). ``fold``: an int,
+    on this device: :func:`medseg.train.autoconfig.pick_configuration`). ``fold``: an int,
     ``"all"``, or ``"auto"`` (fold 0, or every case for datasets too small to keep a
     validation fold).
 

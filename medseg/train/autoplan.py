@@ -67,11 +67,6 @@ WIDTHS = ((32, 0.75), (16, 0.5), (8, 0.5))
 LOOP_EFFICIENCY = 0.95
 #: Set-up before the first step (loader workers, network, first batch), in seconds.
 SETUP_SECONDS = 10.0
-#: ``--config auto`` trains 2D when the 3D network would reach less than this share of
-#: STEPS_TARGET. Measured on ct_headneck, 15 min on a 2-core CPU (validation fold, seed 1):
-#: the 3D network (~800 steps expected, 510 done) predicted no organ at all (Dice 0); the 2D
-#: one (3794 steps) reached a mean organ Dice of 0.555 (docs/benchmarks.md).
-AUTO_2D_BELOW = 0.5
 #: Below this many expected steps AdamW (2e-3) converges faster than nnU-Net's SGD (1e-2):
 #: measured on hippocampus (docs/benchmarks.md); long runs keep nnU-Net's choice.
 ADAMW_BELOW_STEPS = 25_000
@@ -379,39 +374,6 @@ def fit_plan(plan: Plan, names: Sequence[str], budget: Budget, timer: StepTimer,
         configurations[name] = fitted
     auto.update(budget_minutes=budget.minutes, device=budget.device, measured=measured_all)
     return plan.with_changes(configurations=configurations, auto=auto)
-
-
-def planned_steps(plan: Plan, name: str, budget: Budget) -> int | None:
-    """Optimiser steps the fitted configuration ``name`` is expected to reach in the budget
-    (None without a budget or a measured step time)."""
-    config = plan.configuration(name)
-    seconds = plan.auto.get("measured", {}).get(budget.device, {}).get(
-        Candidate(config.filters[0], config).key)
-    if budget.minutes is None or seconds is None:
-        return None
-    return expected_steps(budget.minutes, seconds)
-
-
-def pick_configuration(plan: Plan, budget: Budget) -> tuple[str, str]:
-    """The configuration ``"auto"`` trains, from a ``plan`` fitted to ``budget`` (both
-    configurations), and why.
-
-    3D (nnU-Net's default) unless the budget is too short for it on this device: when its
-    fitted network is expected to reach fewer than :data:`AUTO_2D_BELOW` of the
-    :data:`STEPS_TARGET` steps and the 2D one reaches more, 2D trains instead.
-    """
-    if "2d" not in plan.configurations or budget.minutes is None:
-        return "3d", "3d: nnU-Net's default (no time budget)"
-    steps = {name: planned_steps(plan, name, budget) for name in ("3d", "2d")}
-    if steps["3d"] is None or steps["2d"] is None:
-        return "3d", "3d: nnU-Net's default (step times not measured)"
-    short = steps["3d"] < AUTO_2D_BELOW * STEPS_TARGET and steps["2d"] > steps["3d"]
-    why = (f"~{steps['3d']} steps of 3D vs ~{steps['2d']} of 2D expected in "
-           f"{budget.minutes:g} min on {budget.device}: ")
-    if short:
-        return "2d", why + (f"3D would reach under {AUTO_2D_BELOW:.0%} of {STEPS_TARGET} "
-                            "steps, 2D trains (a longer budget or a faster device trains 3D)")
-    return "3d", why + "3D trains (nnU-Net's default)"
 
 
 def describe(config: Configuration) -> list[str]:

@@ -250,10 +250,11 @@ def validation_guess(session: Session, progress: Progress) -> float:
 def probe_window_seconds(session: Session) -> float:
     """Seconds per window of a validation forward pass (batched as
     :func:`medseg.train.validation.validate` does), measured on zeros: the fastest of three
-    after two warm-ups. (Timed 2 windows at a time while validation runs 4 slices per pass,
-    the 2D ct_headneck network's estimate was ~1.8x the validation that followed.) (One warm-up and one timed pass read 0.38 s per window on the
+    after two warm-ups. (One warm-up and one timed pass read 0.38 s per window on the
     ct_headneck network whose validation then ran at 0.13 s per window: the reserve for
-    the final validation kept 6 of 30 minutes unused.)"""
+    the final validation kept 6 of 30 minutes unused. Timed 2 windows at a time while
+    validation runs 4 slices per pass, the 2D ct_headneck network's estimate was ~1.8x the
+    validation that followed.)"""
     model = unwrap(session.model)
     was_training = model.training
     model.eval()

@@ -24,7 +24,7 @@ DEFAULT_EPOCHS = 1000
 #: the end of the schedule).
 DEFAULT_FOLD = "auto"
 #: "auto": the 3D configuration, or 2D under a time budget too short for 3D on this device
-#: (:func:`medseg.train.autoplan.pick_configuration`); "3d" and "2d" force one.
+#: (:func:`medseg.train.autoconfig.pick_configuration`); "3d" and "2d" force one.
 DEFAULT_CONFIGURATION = "auto"
 MIN_CASES_TO_VALIDATE = 10
 

@@ -9,6 +9,7 @@ import pytest
 
 from medseg.preprocess import Plan
 from medseg.preprocess.planning import plan_configuration
+from medseg.train.autoconfig import pick_configuration, planned_steps
 from medseg.train.autoplan import (
     STEPS_TARGET,
     Budget,
@@ -16,8 +17,6 @@ from medseg.train.autoplan import (
     expected_steps,
     fit_plan,
     ladder,
-    pick_configuration,
-    planned_steps,
 )
 
 DEVICE = "cpu:test:2 threads"
