@@ -232,7 +232,7 @@ def workload(predictor: Predictor, name: str, source: ImageGeometry, *,
         n_classes=plan.n_classes, folds=len(predictor.networks),
         patch_voxels=math.prod(patch),
         activation_bytes_per_window=int(ACTIVATION_FACTOR * amp_bytes * _feature_values(
-            cfg.filters, cfg.strides, patch)),
+            cfg.filters, cfg.strides, cfg.patch_size)),
         default_batch=predictor.windows_per_batch(), value_bytes=amp_bytes, label_bytes=values,
         spline_prefilter=(INTERPOLATION_ORDER.get(plan.image_interpolation, 1) > 1
                           and tuple(pre) != tuple(ras_shape) and separate is None),

@@ -119,6 +119,27 @@ def test_estimate_prints_peak_and_windows_without_running_the_network(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_2d_model_is_estimated_and_predicted_within_its_estimate(
+        tmp_path, resampled_case, capsys):
+    """A 2D configuration's window is a slice: its feature maps are sized in 2D (the 3D box of
+    the window has a 1 along the slice axis) and the windows counted are the ones run."""
+    run = tmp_path / "run2d"
+    write_run(run, tiny_plan(), folds=[0], config="2d")
+    predictor = Predictor.load(run)
+    assert predictor.config == "2d"
+    work = workload(predictor, "case", read_geometry(resampled_case))
+    cfg = predictor.plan.configuration("2d")
+    pre = predictor.preprocess(read_volume(resampled_case))
+    assert work.windows == count_windows(pre.image.shape[1:], cfg.patch_size,
+                                         slice_axis=cfg.slice_axis)
+    assert work.patch_voxels == 8 * 8 and work.activation_bytes_per_window > 0
+    assert _predict("-m", run, "-i", resampled_case, "-o", tmp_path / "out", "--estimate") == 0
+    assert f"{work.windows} window(s)" in capsys.readouterr().out
+    assert _predict("-m", run, "-i", resampled_case, "-o", tmp_path / "out") == EXIT_OK
+    out = read_volume(tmp_path / "out" / "case.nii.gz")
+    np.testing.assert_allclose(out.affine, read_volume(resampled_case).affine, atol=1e-4)
+
+
 @pytest.mark.parametrize("text", ["0", "-1", "lots", "nan"])
 def test_max_ram_must_be_a_positive_number(text):
     with pytest.raises(ConfigError):
