@@ -54,7 +54,7 @@ def test_minimal_file_gets_defaults_and_relative_paths(write, tmp_path):
         ("name: x\ndataset: {path: data}\ntrain: {epochs: ten}\n",
          "'train.epochs': expected an integer, got 'ten'"),
         ("name: x\ndataset: {path: data}\ntrain: {configuration: 4d}\n",
-         "'train.configuration': expected one of '3d', '2d', got '4d'"),
+         "'train.configuration': expected one of 'auto', '3d', '2d', got '4d'"),
         ("name: x\ndataset: {path: data}\ntrain: {folds: [0, some]}\n",
          "'train.folds[1]': expected int | 'all' | 'auto', got 'some'"),
         ("name: x\ndataset: {path: data}\ntrain: {max_minutes: -1}\n",
