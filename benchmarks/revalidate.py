@@ -29,5 +29,5 @@ result = validate(model, open_cache(run), cases, plan.configuration(config).to_d
                   plan.n_classes, torch.device("cpu"), partial_labels=True)
 names = [plan.labels[v] for v in plan.label_values if v != 0]
 print(json.dumps({"run": str(run), "partial_labels_trained": plan.partial_labels,
-                  "cases": len(result.case_dice), "dice": dict(zip(names, result.class_dice)),
+                  "cases": len(result.case_dice), "dice": dict(zip(names, result.class_dice, strict=True)),
                   "mean": result.mean_dice}))
