@@ -28,6 +28,6 @@ cases = splits[int(fold)]["val"]
 result = validate(model, open_cache(run), cases, plan.configuration(config).to_dict(),
                   plan.n_classes, torch.device("cpu"), partial_labels=True)
 names = [plan.labels[v] for v in plan.label_values if v != 0]
+dice = dict(zip(names, result.class_dice, strict=True))
 print(json.dumps({"run": str(run), "partial_labels_trained": plan.partial_labels,
-                  "cases": len(result.case_dice), "dice": dict(zip(names, result.class_dice, strict=True)),
-                  "mean": result.mean_dice}))
+                  "cases": len(result.case_dice), "dice": dice, "mean": result.mean_dice}))
