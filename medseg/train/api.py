@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from medseg.core.errors import ConfigError, DatasetError
+from medseg.inference.predictor import DEFAULT_CONFIG_ORDER
 from medseg.models.network import build_network
 from medseg.models.runtime import (
     autocast_dtype,
@@ -225,8 +226,8 @@ def fold_plan(plan: Plan, config: str, run_dir: Path, fold: int | str, device: t
     """The configuration a fold trains (``"auto"`` resolved) and the plan it trains with:
     the one it started with when resuming, else ``plan`` fitted to the device and budget
     (rank 0 measures; every rank gets its plan), written to the fold folder and logged."""
-    names = [n for n in ("3d", "2d") if n in plan.configurations] if config == "auto" \
-        else [config]
+    names = [n for n in DEFAULT_CONFIG_ORDER if n in plan.configurations] \
+        if config == "auto" else [config]
     if resume:
         saved = [n for n in names if (fold_dir(run_dir, n, fold) / PLAN_FILE).is_file()]
         if saved:
