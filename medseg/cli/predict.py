@@ -68,8 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="windows per forward pass (default: 2 for 3D, the plan's for 2D)")
     parser.add_argument("--no-amp", action="store_true",
                         help="full float32 (default: mixed precision where supported)")
-    parser.add_argument("--largest-component", action="store_true",
-                        help="keep only the largest connected component of each label")
+    parser.add_argument("--largest-component", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="keep only the largest connected component of every label "
+                             "(--no-largest-component: of none; default: of the labels for "
+                             "which this raised the model's validation Dice)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <case>_probabilities.npz (float16, source grid)")

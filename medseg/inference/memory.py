@@ -237,7 +237,7 @@ def workload(predictor: Predictor, name: str, source: ImageGeometry, *,
         spline_prefilter=(INTERPOLATION_ORDER.get(plan.image_interpolation, 1) > 1
                           and tuple(pre) != tuple(ras_shape) and separate is None),
         with_probabilities=with_probabilities,
-        largest_component=predictor.settings.largest_component, dicom_seg=dicom_seg,
+        largest_component=bool(predictor.component_classes), dicom_seg=dicom_seg,
     )
 
 

@@ -114,9 +114,9 @@ class NnunetPredictor(Predictor):
         logits = self.logits(pre.image)
         labels, probs = logits_to_source(logits, pre.record, self.nnunet, with_probabilities)
         del logits
-        if self.settings.largest_component:
+        if self.component_classes:
             from medseg.inference.postprocess import keep_largest_component
-            labels = keep_largest_component(labels, [v for v in self.label_names if v])
+            labels = keep_largest_component(labels, self.component_classes)
         return Prediction(volume.with_array(labels[None]), source_probabilities=probs)
 
 

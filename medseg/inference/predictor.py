@@ -22,7 +22,7 @@ from medseg.core.errors import CheckpointError, ConfigError
 from medseg.inference.cpu_kernels import use_onednn_convolutions
 from medseg.inference.memory import CaseResources, release_free_memory
 from medseg.inference.oom import Attempt, attempts, host_copy, run_with_retries
-from medseg.inference.postprocess import keep_largest_component
+from medseg.inference.postprocess import ComponentEvidence, keep_largest_component, pool_evidence
 from medseg.inference.sliding_window import (
     Accumulator,
     choose_accumulator,
@@ -52,13 +52,16 @@ WINDOW_BAR_MIN = 20  # cases with fewer windows get no window-level progress bar
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """How windows are predicted: overlap, mirroring (TTA), batch, mixed precision, LCC."""
+    """How windows are predicted: overlap, mirroring (TTA), batch, mixed precision, and
+    which classes keep only their largest connected component."""
 
     overlap: float = 0.5
     tta: bool | None = None  # test-time mirroring; None: the plan's choice (mirror_tta)
     batch_size: int | None = None  # windows per forward; None: 2 (3D) or the plan's (2D)
     amp: bool = True
-    largest_component: bool = False
+    # True: every class, False: none, None: the classes for which it raised the model's
+    # validation Dice (recorded by training, see Predictor.component_classes)
+    largest_component: bool | None = None
     progress: bool = False  # a window-level progress bar for cases with many windows
 
 
@@ -124,6 +127,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         settings: InferenceSettings | None = None,
         checkpoints: Sequence[Path] = (),
+        evidence: ComponentEvidence | None = None,
     ) -> None:
         flush_denormals()
         if not networks:
@@ -135,6 +139,7 @@ class Predictor:
         self.networks = [prepare_network(net, self.device, self.settings.amp)
                          for net in networks]
         self.checkpoints = [Path(p) for p in checkpoints]
+        self.evidence = evidence  # validation evidence for the largest-component step
         self._host_networks: dict[int, nn.Module] = {}  # CPU copies, made on a GPU OOM
 
     @classmethod
@@ -155,13 +160,15 @@ class Predictor:
         first = load_checkpoint(paths[0])
         plan = Plan.from_dict(first["plan"])
         config_name = str(first["config"])
-        networks = []
+        networks, records = [], []
         for path in paths:
             ckpt = first if path == paths[0] else load_checkpoint(path, plan, config_name)
             net = build_network(plan, config_name)
             load_weights(net, ckpt, path)
             networks.append(net)
-        return cls(plan, config_name, networks, device, settings, paths)
+            if ckpt.get("postprocessing"):
+                records.append(ComponentEvidence.from_dict(ckpt["postprocessing"]))
+        return cls(plan, config_name, networks, device, settings, paths, pool_evidence(records))
 
     @property
     def mirroring(self) -> bool:
@@ -171,14 +178,28 @@ class Predictor:
         return self.plan.configuration(self.config).training.mirror_tta
 
     @property
+    def component_classes(self) -> tuple[int, ...]:
+        """Label values reduced to their largest connected component: every class or none
+        when the settings say so, else those for which it raised the validation Dice of the
+        loaded folds (pooled over them; none for a model without that record)."""
+        choice = self.settings.largest_component
+        if choice is not None:
+            return tuple(v for v in sorted(self.label_names) if v) if choice else ()
+        if self.evidence is None:
+            return ()
+        return tuple(self.plan.label_values[k] for k in self.evidence.improved())
+
+    @property
     def label_names(self) -> dict[int, str]:
         return dict(self.plan.labels)
 
     def describe(self) -> str:
         """One line: configuration, folds and device."""
         folds = ", ".join(p.parent.name for p in self.checkpoints) or "in-memory"
+        names = [self.label_names.get(v, str(v)) for v in self.component_classes]
         return (f"{self.plan.dataset_name} {self.config} ({len(self.networks)} network(s): "
-                f"{folds}) on {self.device}, mirroring {'on' if self.mirroring else 'off'}")
+                f"{folds}) on {self.device}, mirroring {'on' if self.mirroring else 'off'}, "
+                f"largest component only: {', '.join(names) or 'none'}")
 
     def windows_per_batch(self) -> int:
         """Windows per forward pass: the setting, else 2 (3D) or the plan's batch (2D)."""
@@ -274,8 +295,8 @@ class Predictor:
         keeps the inversion's buffers small)."""
         slab = slab or preferred_slab(probs.shape[0], pre.record["source_shape"])
         labels = source_labels(probs, pre.record, slab)
-        if self.settings.largest_component:
-            labels = keep_largest_component(labels, [v for v in self.plan.label_values if v])
+        if self.component_classes:
+            labels = keep_largest_component(labels, self.component_classes)
         kept = probs if with_probabilities else None
         del probs
         return Prediction(volume.with_array(labels[None]), kept,

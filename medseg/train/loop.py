@@ -70,6 +70,8 @@ class Progress:
     step_seconds: float | None = None  # recent duration of one step (running estimate)
     window_seconds: float | None = None  # one validation window's forward pass (measured)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # the latest validation's ComponentEvidence (medseg.inference.postprocess), as a dict
+    postprocessing: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Progress:
@@ -341,7 +343,7 @@ def checkpoint_payload(session: Session, progress: Progress) -> dict[str, Any]:
                       "iterations_per_epoch": session.sampler.batches_per_epoch},
         "scaler": session.scaler.state_dict(), "epoch": progress.epoch,
         "rng": capture_rng(), "best_metric": progress.best_metric,
-        "progress": asdict(progress),
+        "postprocessing": progress.postprocessing, "progress": asdict(progress),
     }
 
 
@@ -363,6 +365,10 @@ def finish_epoch(session: Session, progress: Progress, loss: float,
     improved = result is not None and result.mean_dice > progress.best_metric
     if improved:
         progress.best_metric = result.mean_dice
+    if result is not None:
+        progress.postprocessing = result.component_evidence().to_dict()
+        if final:
+            log.info("%s", result.component_evidence().describe(session.class_names))
     payload = checkpoint_payload(session, progress)
     save_checkpoint(session.fold_dir / "checkpoint_last.pt", payload)
     if improved or (not session.val_cases and final):

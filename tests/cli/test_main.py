@@ -122,3 +122,11 @@ def test_cli_doc_covers_every_command_and_option():
         missing += [f"medseg {name} {flag}" for flag in flags
                     if flag != "--help" and f"`{flag}" not in doc]
     assert not missing, "docs/cli.md lacks: " + ", ".join(missing)
+
+
+def test_largest_component_defaults_to_what_validation_showed():
+    parse = functools.partial(build_parser().parse_args)
+    base = ["predict", "-m", "RUN", "-i", "IN", "-o", "OUT"]
+    assert parse(base).largest_component is None  # the model's validation decides
+    assert parse([*base, "--largest-component"]).largest_component is True
+    assert parse([*base, "--no-largest-component"]).largest_component is False

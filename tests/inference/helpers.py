@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,14 +49,17 @@ def threshold_network(dims: int = 3, n_classes: int = 2) -> torch.nn.Module:
 
 
 def write_run(run: Path, plan: Plan, folds: Sequence[int], config: str = "3d",
-              seed: int = 0) -> list[Path]:
-    """A run folder with randomly initialised DynUNet checkpoints, one per fold."""
+              seed: int = 0, postprocessing: Sequence[dict[str, Any]] | None = None
+              ) -> list[Path]:
+    """A run folder with randomly initialised DynUNet checkpoints, one per fold (with the
+    fold's ``postprocessing`` validation record when given)."""
     paths = []
-    for fold in folds:
+    for i, fold in enumerate(folds):
         torch.manual_seed(seed + fold)
         net = build_network(plan, config)
         path = run / "train" / config / f"fold_{fold}" / "checkpoint_best.pt"
         save_checkpoint(path, {"plan": plan.to_dict(), "config": config, "fold": fold,
-                               "model": net.state_dict(), "epoch": 1, "best_metric": 0.0})
+                               "model": net.state_dict(), "epoch": 1, "best_metric": 0.0,
+                               "postprocessing": postprocessing[i] if postprocessing else None})
         paths.append(path)
     return paths

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medseg.core.errors import CheckpointError, ConfigError, InputError
+from medseg.inference.postprocess import ComponentEvidence
 from medseg.inference.predictor import (
     InferenceSettings,
     Predictor,
@@ -98,6 +99,37 @@ def test_largest_component_removes_islands(volume_factory):
         volume)
     assert cleaned.array[0, 0, 0, 0] == 0
     assert (cleaned.array == 1).sum() == (kept.array == 1).sum() - 8
+
+
+def test_largest_component_by_default_where_validation_said_it_helps(volume_factory):
+    volume = volume_factory(SHAPE, kind="sphere")
+    array = volume.array.copy()
+    array[0, 0:2, 0:2, 0:2] = 100.0  # a bright island far from the ball
+    volume = volume.with_array(array)
+    helped = ComponentEvidence(dice=(0.80,), dice_largest=(0.85,), cases=(3,))
+    hurt = ComponentEvidence(dice=(0.85,), dice_largest=(0.80,), cases=(3,))
+
+    def island(evidence, settings=EXACT):
+        predictor = Predictor(tiny_plan(), "3d", [threshold_network()], settings=settings,
+                              evidence=evidence)
+        return int(predict_volume(predictor, volume).array[0, 0, 0, 0])
+
+    assert island(helped) == 0  # removed: the default follows the evidence
+    assert island(hurt) == 1 and island(None) == 1
+    assert island(helped, InferenceSettings(amp=False, largest_component=False)) == 1
+    assert island(hurt, InferenceSettings(amp=False, largest_component=True)) == 0
+
+
+def test_run_folder_pools_the_folds_postprocessing_evidence(tmp_path):
+    plan = tiny_plan()
+    gains = [ComponentEvidence((0.6,), (0.7,), (2,)), ComponentEvidence((0.7,), (0.72,), (3,))]
+    write_run(tmp_path / "run", plan, folds=[0, 1],
+              postprocessing=[e.to_dict() for e in gains])
+    ensemble = Predictor.load(tmp_path / "run", settings=EXACT)
+    assert ensemble.component_classes == (1,)
+    assert "largest component only: ball" in ensemble.describe()
+    write_run(tmp_path / "old", plan, folds=[0])  # a checkpoint without the record
+    assert Predictor.load(tmp_path / "old", settings=EXACT).component_classes == ()
 
 
 def test_run_folder_ensembles_all_folds(tmp_path, volume_factory):

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from medseg.inference.postprocess import ComponentEvidence
 from medseg.models import load_checkpoint
 from medseg.train import loop
 from medseg.train.api import train_session
@@ -37,6 +38,10 @@ def test_logs_and_checkpoint_contents(tmp_path) -> None:
     ckpt = load_checkpoint(s.fold_dir / "checkpoint_last.pt", s.plan, "3d")
     assert ckpt["epoch"] == 3 and ckpt["scheduler"]["total_epochs"] == 3
     assert set(ckpt["rng"]) >= {"torch", "numpy", "python"}
+    evidence = ComponentEvidence.from_dict(ckpt["postprocessing"])  # the last validation's
+    n_val = len(s.val_cases)
+    assert len(evidence.dice) == len(s.class_names) and max(evidence.cases) <= n_val
+    assert evidence.dice == pytest.approx([float(rows[-1][f"dice_{n}"]) for n in s.class_names])
     assert (tmp_path / "splits.json").is_file()
 
 

@@ -26,7 +26,8 @@ from medseg.train.loss import build_loss, compute_loss
 from medseg.train.optim import build_optimizer, poly_lr
 from medseg.train.splits import fold_cases, load_or_create_splits, make_splits
 from medseg.train.state import capture_rng, restore_rng
-from medseg.train.validation import dice_per_class
+from medseg.train.validation import dice_per_class, validate
+from tests.inference.helpers import threshold_network
 
 CASES = [f"case_{i:02d}" for i in range(23)]
 
@@ -132,6 +133,41 @@ def test_dice_per_class_hand_computed() -> None:
     no_two = np.where(truth == 2, 0, truth)
     assert dice_per_class(pred, no_two, 4)[1] == 0.0  # predicted but not in the reference
     assert np.isnan(dice_per_class(pred, no_two, 4, partial_labels=True)[1])  # not annotated
+
+
+class _Cases:
+    """An in-memory patch source: image (1, X, Y, Z) and label (1, X, Y, Z) per case."""
+
+    def __init__(self, cases: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.cases = cases
+
+    def image(self, case: str, mmap: bool = True) -> np.ndarray:
+        return self.cases[case][0]
+
+    def label(self, case: str, mmap: bool = True) -> np.ndarray:
+        return self.cases[case][1]
+
+
+def test_validation_scores_the_largest_component_alongside() -> None:
+    ball = np.zeros((16, 16, 16), dtype=bool)
+    ball[6:12, 6:12, 6:12] = True  # 216 voxels
+    island = np.zeros_like(ball)
+    island[0:2, 0:2, 0:3] = True  # 12 voxels, predicted too (bright)
+    image = np.where(ball | island, 3.0, 0.0).astype(np.float32)[None]
+    source = _Cases({
+        "spurious": (image, ball.astype(np.uint8)[None]),  # the island is a false positive
+        "real": (image, (ball | island).astype(np.uint8)[None]),  # the island is anatomy
+    })
+    result = validate(threshold_network(), source, ["spurious", "real"],
+                      {"patch_size": [8, 8, 8]}, 2, torch.device("cpu"))
+    partial = 2 * 216 / (2 * 216 + 12)  # Dice with the island on one side only
+    assert result.case_dice["spurious"] == [pytest.approx(partial)]
+    assert result.component_case_dice["spurious"] == [pytest.approx(1.0)]
+    assert result.case_dice["real"] == [pytest.approx(1.0)]
+    assert result.component_case_dice["real"] == [pytest.approx(partial)]
+    evidence = result.component_evidence()
+    assert evidence.cases == (2,) and evidence.dice == pytest.approx(evidence.dice_largest)
+    assert evidence.improved() == ()  # a tie: the prediction is left as it is
 
 
 def test_loss_handles_deep_supervision_and_ignores_background_in_dice() -> None:
