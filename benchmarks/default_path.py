@@ -171,10 +171,26 @@ def main() -> None:
         "chosen": {k: config[k] for k in ("patch_size", "batch_size", "filters")},
         "training": config["training"], "partial_labels": plan.get("partial_labels"),
         "target_spacing": plan["target_spacing"], "reasons": config.get("reasons", {}),
-        "load_avg": os.getloadavg(), "work": str(work),
+        "postprocessing": postprocessing(run, plan), "load_avg": os.getloadavg(), "work": str(work),
         "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
     }))
+
+
+def postprocessing(run: Path, plan: dict) -> dict:
+    """The labels ``medseg predict`` kept the largest component of, and the validation
+    evidence behind them (from the checkpoint(s) it loaded)."""
+    from medseg.inference.postprocess import ComponentEvidence, pool_evidence
+    from medseg.inference.predictor import find_checkpoints
+    from medseg.models.checkpoint import load_weights_only
+
+    records = [load_weights_only(p).get("postprocessing") for p in find_checkpoints(run, None)]
+    pooled = pool_evidence([ComponentEvidence.from_dict(r) for r in records if r])
+    if pooled is None:
+        return {"largest_component": [], "validation": None}
+    names = [n for v, n in sorted(plan["labels"].items(), key=lambda kv: int(kv[0]))][1:]
+    return {"largest_component": [names[k - 1] for k in pooled.improved()],
+            "validation": pooled.to_dict()}
 
 
 if __name__ == "__main__":
