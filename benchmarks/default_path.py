@@ -115,6 +115,8 @@ def main() -> None:
                         choices=["hippocampus", "ct_headneck", "mri_brats2ch"])
     parser.add_argument("--max-minutes", type=float, required=True)
     parser.add_argument("--seed", type=int, default=None, help="medseg train --seed")
+    parser.add_argument("--config", default=None,
+                        help="medseg train --config (not the default path: for comparisons)")
     parser.add_argument("--test-case", type=int, default=None,
                         help="datasets without a fixed test set: which case is held out")
     parser.add_argument("--work", type=Path, default=None, help="keep the run here")
@@ -131,6 +133,8 @@ def main() -> None:
     train = ["train", str(run), "--max-minutes", f"{args.max_minutes:g}"]
     if args.seed is not None:
         train += ["--seed", str(args.seed)]
+    if args.config is not None:
+        train += ["--config", args.config]
     seconds["train"] = medseg(*train, log=log)
     seconds["predict"] = medseg("predict", "-m", str(run), "-i", str(images), "-o", str(pred),
                                 log=log)
@@ -158,7 +162,8 @@ def main() -> None:
         raise SystemExit(f"classes {classes} not all scored: {sorted(dice)}")
     print(json.dumps({
         "benchmark": "default_path", "dataset": args.dataset, "max_minutes": args.max_minutes,
-        "seed": args.seed, "test_cases": n_test, "test_case": args.test_case,
+        "seed": args.seed, "config_option": args.config, "test_cases": n_test,
+        "test_case": args.test_case,
         "dice": dice, "mean_dice": sum(dice[n] for n in classes) / len(classes),
         "dice_n": {names.get(name, name): stats["dice"]["n"]
                    for name, stats in summary["per_class"].items()},
