@@ -11,12 +11,15 @@ from medseg.preprocess import Plan
 from medseg.preprocess.planning import plan_configuration
 from medseg.train.autoconfig import pick_configuration, planned_steps
 from medseg.train.autoplan import (
+    LOOP_EFFICIENCY,
     STEPS_TARGET,
     Budget,
+    Candidate,
     cost,
     expected_steps,
     fit_plan,
     ladder,
+    usable_seconds,
 )
 
 DEVICE = "cpu:test:2 threads"
@@ -74,6 +77,28 @@ def test_fast_device_keeps_the_reference_and_slow_one_gets_a_cheaper_network():
 def _key(config) -> str:
     patch = "x".join(str(p) for p in config.patch_size)
     return f"w{config.filters[0]}-p{patch}-b{config.batch_size}-l{len(config.strides)}"
+
+
+@pytest.mark.parametrize("overhead_share", [0.2, 0.6])
+@pytest.mark.parametrize("fits", [0, 7, 30, 60])
+def test_steps_with_fixed_overhead_still_get_the_most_capable_network_that_fits(
+        overhead_share: float, fits: int):
+    """A step costs a fixed overhead plus compute (as on a CPU: a tiny network's step is
+    mostly overhead). Estimates scaled from the cheapest candidate then overshoot; the
+    choice must still be the first candidate of the ladder whose true step time fits."""
+    plan = reference_plan()
+    candidates = ladder(plan.configuration("3d"))
+    allowed = usable_seconds(15) * LOOP_EFFICIENCY / STEPS_TARGET
+    overhead = overhead_share * allowed
+    rate = (allowed - overhead) / cost(candidates[fits].config)  # candidate `fits` just fits
+
+    def step_seconds(config) -> float:
+        return overhead + rate * cost(config)
+
+    best = next(c for c in candidates if step_seconds(c.config) <= allowed)  # brute force
+    chosen = fit_plan(plan, ["3d"], Budget(15, DEVICE, validation_cases=20),
+                      step_seconds).configuration("3d")
+    assert Candidate(chosen.filters[0], chosen).key == best.key
 
 
 def test_longer_budget_affords_a_bigger_network():
