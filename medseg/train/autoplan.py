@@ -224,7 +224,7 @@ def choose(ladder_: Sequence[Candidate], times: StepTimes, minutes: float
     Estimates are scaled by compute from the measured candidate of closest cost, and a
     small network's step is mostly fixed overhead: scaled up from the cheapest candidate
     alone, they skipped networks that were fast enough (ct_headneck 2D on a 2-core CPU: a
-    128x128 network estimated at 1.3 s per step from a 0.03 s one, measured 0.2 s). So the
+    128x128 network estimated at 1.3 s per step from a 0.03 s one, measured 0.21 s). So the
     ladder is scanned again while a scan measured something new, with the estimates the
     new measurements give, and the most preferred candidate within the budget wins.
     """

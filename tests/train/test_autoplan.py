@@ -9,7 +9,7 @@ import pytest
 
 from medseg.preprocess import Plan
 from medseg.preprocess.planning import plan_configuration
-from medseg.train.autoconfig import pick_configuration, planned_steps
+from medseg.train.autoconfig import AUTO_2D_BELOW, pick_configuration, planned_steps
 from medseg.train.autoplan import (
     LOOP_EFFICIENCY,
     STEPS_TARGET,
@@ -196,8 +196,8 @@ def two_configuration_plan() -> Plan:
     (None, 1.0, "3d"),  # no budget: nnU-Net's default
     (15, 1e-13, "3d"),  # a fast device trains the reference 3D network
     (15, 2e-11, "3d"),  # about this CPU's rate: a smaller 3D network, still enough steps
-    (15, 5e-10, "3d"),  # under the step target but over half of it: still 3D
-    (15, 2e-9, "2d"),  # too slow for 3D: under half the step target even at the cheapest
+    (15, 5e-10, "2d"),  # under the step target even at the cheapest 3D network
+    (15, 2e-9, "2d"),  # far too slow for 3D
 ])
 def test_auto_configuration_is_3d_unless_the_budget_is_too_short_for_it(minutes, rate,
                                                                           expected):
@@ -211,7 +211,7 @@ def test_auto_configuration_is_3d_unless_the_budget_is_too_short_for_it(minutes,
         return
     steps = {n: expected_steps(minutes, rate * cost(plan.configuration(n))) for n in ("3d", "2d")}
     assert {n: planned_steps(plan, n, budget) for n in steps} == steps  # what was measured
-    assert (steps["3d"] < STEPS_TARGET / 2) == (expected == "2d")
+    assert (steps["3d"] < AUTO_2D_BELOW * STEPS_TARGET) == (expected == "2d")
     assert f"~{steps['3d']} steps of 3D vs ~{steps['2d']} of 2D" in why
 
 
