@@ -366,9 +366,10 @@ def finish_epoch(session: Session, progress: Progress, loss: float,
     if improved:
         progress.best_metric = result.mean_dice
     if result is not None:
-        progress.postprocessing = result.component_evidence().to_dict()
+        evidence = result.component_evidence()
+        progress.postprocessing = evidence.to_dict()
         if final:
-            log.info("%s", result.component_evidence().describe(session.class_names))
+            log.info("%s", evidence.describe(session.class_names))
     payload = checkpoint_payload(session, progress)
     save_checkpoint(session.fold_dir / "checkpoint_last.pt", payload)
     if improved or (not session.val_cases and final):
